@@ -1,0 +1,183 @@
+"""LLaVA-style backbones: a vision tower, a projector and a language model that answers in text.
+
+One loading path serves every size: `from_pretrained` on a Hugging Face id (`llava-hf/...`) or a
+local directory. The built-in `tiny_llava` is that same path on a directory that
+`mcl.backbones.tiny_llava` builds and pre-trains once on the toy world and then caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from mcl.data.task import Sample
+
+IGNORE_INDEX = -100  # label value the loss skips (prompt and padding positions)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class LlavaBackbone(nn.Module):
+    """A `LlavaForConditionalGeneration` with its processor, seen through capabilities.
+
+    Strategies never reach into the model by attribute name: they ask for the parts
+    (`vision`, `projector`, `llm`), the linear layers of a part, or the input embeddings.
+    """
+
+    family = "instruction"
+    capabilities = frozenset({"parts", "linear_layers", "input_embeddings", "generate"})
+
+    def __init__(self, model: LlavaForConditionalGeneration, processor, name: str,
+                 max_new_tokens: int = 8) -> None:
+        super().__init__()
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+
+    # ------------------------------------------------------------------ capabilities
+
+    def parts(self) -> dict[str, list[nn.Module]]:
+        """The model's parts by role; `llm` includes the output head."""
+        inner = self.model.model
+        return {
+            "vision": [inner.vision_tower],
+            "projector": [inner.multi_modal_projector],
+            "llm": [inner.language_model, self.model.lm_head],
+        }
+
+    def part_parameters(self, names: Sequence[str]) -> Iterator[nn.Parameter]:
+        """The parameters of the named parts."""
+        valid = self.parts()
+        for name in names:
+            if name not in valid:
+                raise ValueError(f"unknown backbone part {name!r}; valid parts: {sorted(valid)}")
+            for module in valid[name]:
+                yield from module.parameters()
+
+    def linear_layer_names(self, names: Sequence[str]) -> list[str]:
+        """Full module names of the nn.Linear layers inside the named parts (the output head
+        excluded): the layers a LoRA-style method may wrap."""
+        wanted = {id(m) for part in names for module in self.parts()[part]
+                  for m in module.modules() if isinstance(m, nn.Linear)}
+        wanted.discard(id(self.model.lm_head))
+        return [n for n, m in self.model.named_modules() if id(m) in wanted]
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    # ------------------------------------------------------------------ data
+
+    def prompt_text(self, prompt: str) -> str:
+        """The instruction wrapped in the model's chat template, ready for the answer."""
+        conversation = [{"role": "user",
+                         "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+
+    def encode(self, samples: Sequence[Sample], with_answer: bool) -> list[dict]:
+        """Tokenise samples once: prompt ids (image tokens expanded), answer ids, pixels."""
+        if not samples:
+            return []
+        texts = [self.prompt_text(s.prompt) for s in samples]
+        batch = self.processor(images=[s.image for s in samples], text=texts, return_tensors="pt",
+                               padding=True)
+        eos = self.tokenizer.eos_token_id
+        answers = self.tokenizer([s.answer for s in samples], add_special_tokens=False).input_ids
+        encoded = []
+        for i, sample in enumerate(samples):
+            prompt_ids = batch["input_ids"][i][batch["attention_mask"][i].bool()]
+            item = {"prompt_ids": prompt_ids, "pixel_values": batch["pixel_values"][i],
+                    "answer": sample.answer, "match": sample.match}
+            if with_answer:
+                item["answer_ids"] = torch.tensor([*answers[i], eos], dtype=torch.long)
+            encoded.append(item)
+        return encoded
+
+    def collate_train(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """Right-padded prompt + answer; labels only on the answer tokens."""
+        pad = self.tokenizer.pad_token_id
+        seqs = [torch.cat([it["prompt_ids"], it["answer_ids"]]) for it in items]
+        length = max(len(s) for s in seqs)
+        input_ids = torch.full((len(items), length), pad, dtype=torch.long)
+        labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+        for i, (it, seq) in enumerate(zip(items, seqs, strict=True)):
+            input_ids[i, : len(seq)] = seq
+            attention_mask[i, : len(seq)] = 1
+            labels[i, len(it["prompt_ids"]) : len(seq)] = it["answer_ids"]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "pixel_values": torch.stack([it["pixel_values"] for it in items])}
+
+    def collate_generate(self, items: Sequence[dict]) -> dict:
+        """Left-padded prompts (generation appends on the right); references kept beside."""
+        pad = self.tokenizer.pad_token_id
+        length = max(len(it["prompt_ids"]) for it in items)
+        input_ids = torch.full((len(items), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+        for i, it in enumerate(items):
+            n = len(it["prompt_ids"])
+            input_ids[i, length - n :] = it["prompt_ids"]
+            attention_mask[i, length - n :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+                "answers": [it["answer"] for it in items], "match": [it["match"] for it in items]}
+
+    # ------------------------------------------------------------------ compute
+
+    def forward(self, batch: dict[str, torch.Tensor], **kwargs):
+        """Teacher-forced forward; returns the model output with `.loss` on the answer tokens."""
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          pixel_values=batch["pixel_values"].to(self.model.dtype),
+                          labels=batch.get("labels"), **kwargs)
+
+    @torch.no_grad()
+    def generate(self, batch: dict, **kwargs) -> list[str]:
+        """Greedy answers for a left-padded batch, decoded without special tokens."""
+        out = self.model.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"].to(self.model.dtype),
+            max_new_tokens=self.max_new_tokens, do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            **kwargs,
+        )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+    @classmethod
+    def load(cls, name: str, pretrained: str | None = None, tiny: dict | None = None,
+             dtype: str = "float32", max_new_tokens: int = 8,
+             attn_implementation: str = "sdpa") -> LlavaBackbone:
+        """Load a LLaVA backbone from a Hub id or local path, or the cached tiny toy-world model.
+
+        With `pretrained=None` the tiny model described by `tiny` is used; it is built and
+        pre-trained on the toy world the first time (`python -m mcl.pretrain`) and cached.
+        """
+        if dtype not in _DTYPES:
+            raise ValueError(f"backbone dtype {dtype!r} is not supported; use one of {list(_DTYPES)}")
+        if pretrained is None:
+            if tiny is None:
+                raise ValueError(f"backbone {name!r} needs either `pretrained` (a Hugging Face id or a "
+                                 "local path) or a `tiny` section describing the toy model")
+            from mcl.backbones.tiny_llava import ensure_pretrained
+
+            pretrained = str(ensure_pretrained(tiny))
+        elif Path(pretrained).expanduser().exists():
+            pretrained = str(Path(pretrained).expanduser())
+        try:
+            model = LlavaForConditionalGeneration.from_pretrained(
+                pretrained, dtype=_DTYPES[dtype], attn_implementation=attn_implementation)
+            processor = AutoProcessor.from_pretrained(pretrained)
+        except OSError as err:
+            raise FileNotFoundError(
+                f"could not load backbone {name!r} from {pretrained!r}: give a local directory "
+                "written by save_pretrained, or a Hub id this machine can reach "
+                f"(set HF_HOME to a cache that holds it). Original error: {err}") from err
+        return cls(model, processor, name=name, max_new_tokens=max_new_tokens)

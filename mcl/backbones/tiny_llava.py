@@ -1,0 +1,155 @@
+"""The tiny LLaVA of the toy world: built from small configs, pre-trained once, cached.
+
+The result is an ordinary `save_pretrained` directory (model, tokenizer, image processor, chat
+template), so it loads through exactly the code that loads `llava-hf/llava-1.5-7b-hf`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tqdm.auto import tqdm
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from mcl.data import toy_world
+
+# Bump when the toy world or the pre-training recipe changes, so stale caches are not reused.
+RECIPE_VERSION = "1"
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "USER:", "ASSISTANT:"]
+# LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT:"), on one line.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}"
+    "{% endif %}{% endfor %} {% else %}ASSISTANT: {{ m['content'][0]['text'] }} </s> "
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def cache_root() -> Path:
+    """Where pre-trained tiny backbones live: $MCL_CACHE, else ~/.cache/mcl."""
+    return Path(os.environ.get("MCL_CACHE", Path.home() / ".cache" / "mcl")).expanduser()
+
+
+def cache_dir(tiny: dict) -> Path:
+    """The cache directory for one tiny config: keyed by a hash of the config and recipe."""
+    key = json.dumps({"tiny": tiny, "recipe": RECIPE_VERSION}, sort_keys=True)
+    return cache_root() / "tiny_llava" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def build_processor(image_size: int, patch_size: int) -> LlavaProcessor:
+    """A word-level tokenizer over the toy world's vocabulary, a CLIP image processor for
+    `image_size` images, and LLaVA-1.5's chat format."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + toy_world.vocabulary())}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()  # joins word tokens with spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    images = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                crop_size={"height": image_size, "width": image_size})
+    return LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=CHAT_TEMPLATE)
+
+
+def build_model(tiny: dict, processor: LlavaProcessor) -> LlavaForConditionalGeneration:
+    """A randomly initialised LLaVA of the sizes in `tiny` (CLIP vision tower + Llama LM)."""
+    vision = CLIPVisionConfig(**tiny["vision"])
+    tokenizer = processor.tokenizer
+    text = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=256,
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+                       **tiny["text"])
+    patches = (vision.image_size // vision.patch_size) ** 2
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         image_seq_length=patches)
+    torch.manual_seed(tiny["pretrain"]["seed"])
+    return LlavaForConditionalGeneration(config)
+
+
+def pretrain(tiny: dict, out_dir: Path) -> dict:
+    """Pre-train a tiny LLaVA on the toy world's pre-training mix and save it to `out_dir`."""
+    from mcl.backbones.llava import LlavaBackbone
+    from mcl.evaluate import evaluate_samples
+
+    recipe = tiny["pretrain"]
+    processor = build_processor(tiny["vision"]["image_size"], tiny["vision"]["patch_size"])
+    model = build_model(tiny, processor)
+    backbone = LlavaBackbone(model, processor, name="tiny_llava")
+    train, test = [], []
+    for task in toy_world.PRETRAIN_MIX:
+        train += toy_world.generate(task, recipe["samples_per_task"], recipe["seed"], "train")
+        test += toy_world.generate(task, recipe["test_per_task"], recipe["seed"], "test")
+    items = backbone.encode(train, with_answer=True)
+    generator = torch.Generator().manual_seed(recipe["seed"])
+    steps = recipe["epochs"] * (len(items) // recipe["batch_size"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["lr"],
+                                                   total_steps=steps, pct_start=0.1)
+    start = time.perf_counter()
+    model.train()
+    progress = tqdm(total=steps, desc="pre-training tiny_llava (once, then cached)", unit="step")
+    for _ in range(recipe["epochs"]):
+        order = torch.randperm(len(items), generator=generator).tolist()
+        for b in range(len(items) // recipe["batch_size"]):
+            idx = order[b * recipe["batch_size"] : (b + 1) * recipe["batch_size"]]
+            loss = backbone(backbone.collate_train([items[i] for i in idx])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.update()
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    progress.close()
+    model.eval()
+    accuracy = evaluate_samples(backbone.generate, backbone, test, batch_size=256)
+    report = {"seconds": time.perf_counter() - start, "steps": steps, "final_loss": loss.item(),
+              "heldout_accuracy": accuracy, "tiny": tiny, "recipe_version": RECIPE_VERSION}
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / "pretrain.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def ensure_pretrained(tiny: dict, force: bool = False) -> Path:
+    """The cached pre-trained directory for `tiny`, pre-training it first if it is missing.
+
+    The directory appears atomically (written beside, then renamed), so a killed pre-training
+    never leaves a half-written cache that a later run would trust.
+    """
+    target = cache_dir(tiny)
+    if target.exists() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    report = pretrain(tiny, staging)
+    if force:
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process finished first: keep its result
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"tiny_llava pre-trained in {report['seconds']:.0f}s, held-out accuracy on the "
+          f"pre-training mix {report['heldout_accuracy']:.3f}; cached at {target}")
+    return target

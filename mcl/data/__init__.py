@@ -1,0 +1,1 @@
+"""Tasks, streams and the data they are built from."""

@@ -1,0 +1,39 @@
+"""Evaluation by generation: answer every test sample, score it with the task's matching rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from mcl.data.task import Sample
+from mcl.metrics.answers import match_answer
+
+GenerateFn = Callable[[dict], list[str]]
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_items(generate: GenerateFn, backbone, items: Sequence[dict], batch_size: int,
+                   device: torch.device | None = None) -> float:
+    """Accuracy of `generate` on encoded test items (batched greedy generation)."""
+    if not items:
+        raise ValueError("nothing to evaluate: the test split is empty")
+    device = device or next(backbone.parameters()).device
+    correct = 0
+    for start in range(0, len(items), batch_size):
+        batch = backbone.collate_generate(items[start : start + batch_size])
+        predictions = generate(_to_device(batch, device))
+        correct += sum(match_answer(p, a, m) for p, a, m in
+                       zip(predictions, batch["answers"], batch["match"], strict=True))
+    return correct / len(items)
+
+
+def evaluate_samples(generate: GenerateFn, backbone, samples: Sequence[Sample],
+                     batch_size: int) -> float:
+    """Accuracy of `generate` on raw samples (encodes them first)."""
+    return evaluate_items(generate, backbone, backbone.encode(samples, with_answer=False),
+                          batch_size)

@@ -1,0 +1,131 @@
+"""The continual loop: for each task, the strategy's hooks, fit, then evaluate every task.
+
+It fills the accuracy matrix R (row 0 before any training), checkpoints after every task and
+resumes after the last finished one. It knows nothing about any one method.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mcl import results as results_io
+from mcl.data.task import Stream
+from mcl.evaluate import evaluate_items
+from mcl.module import ContinualModule
+from mcl.strategies.base import ContinualStrategy
+
+
+@dataclass
+class LoopConfig:
+    """How the loop trains and evaluates (the `trainer` config group)."""
+
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    precision: str = "32-true"
+    gradient_clip_val: float | None = 1.0
+    eval_batch_size: int = 128
+    deterministic: bool = True
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+    extra: dict = field(default_factory=dict)  # any other lightning.Trainer argument
+
+
+def _eval_device(cfg: LoopConfig) -> torch.device:
+    if cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto"
+                                             and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def evaluate_stream(strategy: ContinualStrategy, test_items: Sequence[list[dict]],
+                    cfg: LoopConfig, desc: str) -> np.ndarray:
+    """One row of R: accuracy on every task of the stream, trained or not yet."""
+    backbone = strategy.backbone
+    backbone.to(_eval_device(cfg))
+    backbone.eval()
+    row = np.empty(len(test_items))
+    for j, items in enumerate(tqdm(test_items, desc=desc, unit="task", leave=False,
+                                   disable=not cfg.progress_bar)):
+        row[j] = evaluate_items(strategy.generate, backbone, items, cfg.eval_batch_size)
+    return row
+
+
+def fit_task(strategy: ContinualStrategy, items: list[dict], task_name: str, cfg: LoopConfig,
+             seed: int, loggers: Sequence, run_dir: Path) -> None:
+    """Train the strategy's parameters on one task with a fresh Lightning Trainer."""
+    loader = DataLoader(items, batch_size=strategy.batch_size, shuffle=True,
+                        collate_fn=strategy.backbone.collate_train,
+                        generator=torch.Generator().manual_seed(seed))
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
+        max_epochs=strategy.epochs, gradient_clip_val=cfg.gradient_clip_val,
+        deterministic=cfg.deterministic, logger=list(loggers) or False,
+        log_every_n_steps=cfg.log_every_n_steps, enable_checkpointing=False,
+        enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
+        default_root_dir=str(run_dir), **cfg.extra)
+    strategy.backbone.train()
+    trainer.fit(ContinualModule(strategy, task_name), train_dataloaders=loader)
+
+
+def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
+               cfg: LoopConfig, seed: int, loggers: Sequence = (), resume: bool = True,
+               meta: dict | None = None) -> dict:
+    """Train `strategy` on `stream` task by task and return the results (also written to
+    `run_dir`: results.json, matrix.csv, matrix.png, checkpoints/)."""
+    run_dir = Path(run_dir)
+    names = stream.task_names
+    backbone = strategy.backbone
+    state = results_io.load_progress(run_dir, names) if resume else None
+    R = np.full((len(names) + 1, len(names)), np.nan)
+    timings: list[dict] = []
+    done = 0
+    if state is not None:
+        done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
+        if done:
+            strategy.load_state_dict(torch.load(results_io.checkpoint_path(run_dir, done - 1),
+                                                weights_only=False)["strategy"])
+        print(f"resuming {run_dir}: {done} of {len(names)} tasks already finished")
+
+    test_items = [backbone.encode(t.test, with_answer=False) for t in stream.tasks]
+    if np.isnan(R[0]).any():
+        start = time.perf_counter()
+        R[0] = evaluate_stream(strategy, test_items, cfg, "zero-shot evaluation")
+        timings.append({"task": "zero-shot", "train_s": 0.0,
+                        "eval_s": time.perf_counter() - start})
+        results_io.save_progress(run_dir, names, R, 0, timings, meta)
+
+    for i in range(done, len(names)):
+        task = stream.tasks[i]
+        L.seed_everything(seed + i, workers=True, verbose=False)
+        start = time.perf_counter()
+        strategy.before_task(task, i)
+        if strategy.trains:
+            items = backbone.encode(strategy.train_samples(stream.tasks[: i + 1]),
+                                    with_answer=True)
+            fit_task(strategy, items, task.name, cfg, seed + i, loggers, run_dir)
+        strategy.after_task(task, i)
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        R[i + 1] = evaluate_stream(strategy, test_items, cfg, f"evaluation after {task.name}")
+        timings.append({"task": task.name, "train_s": train_s,
+                        "eval_s": time.perf_counter() - start})
+        # Checkpoint first, then declare the task finished: a kill in between re-runs the task.
+        results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
+                                                "task": task.name})
+        results_io.save_progress(run_dir, names, R, i + 1, timings, meta)
+        for logger in loggers:
+            logger.log_metrics({f"acc/{n}": float(R[i + 1, j]) for j, n in enumerate(names)}
+                               | {"acc/seen_mean": float(np.mean(R[i + 1, : i + 1]))},
+                               step=i + 1)
+        print(f"[{i + 1}/{len(names)}] {task.name}: " +
+              " ".join(f"{n}={R[i + 1, j]:.3f}" for j, n in enumerate(names)))
+    return results_io.finalize(run_dir, names, R, timings, meta)

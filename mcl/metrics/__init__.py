@@ -1,0 +1,1 @@
+"""Continual-learning metrics over accuracy matrices and answer matching for generated text."""

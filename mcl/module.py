@@ -1,0 +1,33 @@
+"""The LightningModule that trains one task: it holds the strategy and delegates to it."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from mcl.strategies.base import ContinualStrategy
+
+
+class ContinualModule(L.LightningModule):
+    """Training step, backward hook and optimiser, all decided by the strategy."""
+
+    def __init__(self, strategy: ContinualStrategy, task_name: str) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.backbone = strategy.backbone  # registered as a submodule so Lightning moves it
+        self.task_name = task_name
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.strategy.forward(batch)
+        loss = self.strategy.loss(batch, outputs)
+        self.log(f"train_loss/{self.task_name}", loss, prog_bar=True,
+                 batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_after_backward(self) -> None:
+        self.strategy.on_after_backward()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = self.strategy.trainable_parameters()
+        return torch.optim.AdamW(params, lr=self.strategy.lr,
+                                 weight_decay=self.strategy.weight_decay)

@@ -1,0 +1,1 @@
+"""Figures and reports for continual-learning runs."""

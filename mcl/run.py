@@ -1,0 +1,90 @@
+"""`python -m mcl.run`: compose the config, check it, build the pieces, run the stream.
+
+    python -m mcl.run                                   # finetune on toy_domain, tiny_llava
+    python -m mcl.run method=lora stream=toy_capability
+    python -m mcl.run -m method=finetune,lora seed=0,1  # a sweep, one directory per run
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mcl.loop import LoopConfig, run_stream
+from mcl.results import environment, summary_table
+from mcl.strategies.base import ContinualStrategy, build_strategy
+
+# Offline unless the user says otherwise: never wait on the Hub for a model mcl already has.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _sweep_group() -> str:
+    """Name shared by every run of one sweep (the sweep directory), for grouping in W&B."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return "interactive"
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.sweep.dir).name
+    return "single-runs"
+
+
+OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
+
+
+def build_method(cfg: DictConfig) -> ContinualStrategy:
+    """The strategy named by `method.name` with the rest of `method` as its arguments."""
+    options = OmegaConf.to_container(cfg.method, resolve=True)
+    return build_strategy(options.pop("name"), **options)
+
+
+def check_pair(strategy: ContinualStrategy, backbone_cfg: DictConfig) -> None:
+    """Fail before loading any weights if the method cannot run on the backbone."""
+    backbone_cls = get_method(backbone_cfg._target_).__self__
+    probe = type("Probe", (), {"name": backbone_cfg.name, "family": backbone_cls.family,
+                               "capabilities": backbone_cls.capabilities})
+    strategy.check_backbone(probe)
+
+
+def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> dict:
+    """Run one backbone x method x stream; every check happens before any long work."""
+    run_dir = Path(run_dir)
+    strategy = build_method(cfg)
+    check_pair(strategy, cfg.backbone)
+    stream = instantiate(cfg.stream, seed=cfg.seed)
+    loop_cfg = LoopConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    if loggers is None:
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    backbone = instantiate(cfg.backbone, _convert_="all")
+    strategy.setup(backbone)
+    print(strategy.describe())
+    print(f"stream {stream.name}: {len(stream.tasks)} tasks ({', '.join(stream.task_names)})")
+    meta = {"method": cfg.method.name, "stream": stream.name, "backbone": cfg.backbone.name,
+            "seed": cfg.seed, "config": OmegaConf.to_container(cfg, resolve=True),
+            **environment()}
+    results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
+                         resume=cfg.resume, meta=meta)
+    from mcl.loggers import log_final
+
+    log_final(loggers, results, run_dir / "matrix.png")
+    print(summary_table(results))
+    print(f"outputs in {run_dir}")
+    return results
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Sequential LoRA: one low-rank adapter (peft) trained on each task in turn, never merged.
+
+LoRA: Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language Models". Defaults
+r=8, alpha=16, dropout=0.05 on every linear layer of the language model, as in LLaVA-1.5's LoRA
+recipe scaled down (its scripts use r=128, alpha=256 for the 7B model); the sequential use is the
+"LoRA-FT" baseline of CoIN (Chen et al. 2024).
+"""
+
+from collections.abc import Sequence
+
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from mcl.strategies.base import ContinualStrategy, register
+
+
+@register("lora")
+class Lora(ContinualStrategy):
+    """A peft LoRA adapter on the linear layers of the named backbone parts."""
+
+    requires = frozenset({"linear_layers"})
+
+    def __init__(self, parts: Sequence[str] = ("llm",), r: int = 8, alpha: float = 16.0,
+                 dropout: float = 0.05, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if r <= 0:
+            raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")
+        self.parts, self.r, self.alpha, self.dropout = list(parts), r, alpha, dropout
+        self._params: list[nn.Parameter] = []
+
+    def setup(self, backbone) -> None:
+        super().setup(backbone)
+        targets = backbone.linear_layer_names(self.parts)
+        if not targets:
+            raise ValueError(f"backbone {backbone.name!r} has no linear layers in parts "
+                             f"{self.parts} for LoRA to wrap")
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                            target_modules=targets)
+        # In place (no PeftModel wrapper), so the backbone keeps its interface and names.
+        inject_adapter_in_model(config, backbone.model)
+        self._params = [p for n, p in backbone.model.named_parameters() if "lora_" in n]
+        for p in self._params:
+            p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self._params

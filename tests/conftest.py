@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated model cache, Hydra composition, the micro backbone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MICRO = ["backbone=tiny_llava_micro", "stream=toy_micro", "logger=none", "trainer.progress_bar=false",
+         "method.epochs=1"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test pre-trains into (and reads from) its own cache, never the user's."""
+    path = tmp_path_factory.mktemp("mcl-cache")
+    os.environ["MCL_CACHE"] = str(path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["WANDB_MODE"] = "offline"
+    return path
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config `python -m mcl.run <overrides>` would run with."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def micro_tiny() -> dict:
+    return OmegaConf.to_container(compose_config(MICRO).backbone.tiny, resolve=True)
+
+
+@pytest.fixture()
+def micro_backbone(micro_tiny: dict):
+    """A fresh copy of the micro tiny_llava (pre-trained once per session, then cached)."""
+    from mcl.backbones.llava import LlavaBackbone
+
+    return LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny)

@@ -1,0 +1,48 @@
+"""The LLaVA backbone loads through from_pretrained and encodes samples as training expects."""
+
+import pytest
+import torch
+
+from mcl.backbones.llava import IGNORE_INDEX, LlavaBackbone
+from mcl.data import toy_world
+
+
+def test_save_pretrained_directory_loads_through_the_real_path(micro_backbone, tmp_path):
+    micro_backbone.model.save_pretrained(tmp_path)
+    micro_backbone.processor.save_pretrained(tmp_path)
+    loaded = LlavaBackbone.load("local", pretrained=str(tmp_path))
+    batch = micro_backbone.collate_train(micro_backbone.encode(
+        toy_world.generate("domain_icons", 4, 0, "test"), with_answer=True))
+    with torch.no_grad():
+        expected = micro_backbone.eval()(batch).logits
+        got = loaded.eval()(batch).logits
+    torch.testing.assert_close(got, expected)
+
+
+def test_missing_weights_say_what_to_give(tmp_path):
+    with pytest.raises(FileNotFoundError, match="could not load backbone.*save_pretrained"):
+        LlavaBackbone.load("x", pretrained=str(tmp_path / "nowhere"))
+
+
+def test_labels_cover_only_the_answer_and_eos(micro_backbone):
+    samples = toy_world.generate("dataset_caption", 3, 0, "train")
+    items = micro_backbone.encode(samples, with_answer=True)
+    batch = micro_backbone.collate_train(items)
+    tok = micro_backbone.tokenizer
+    for i, sample in enumerate(samples):
+        labelled = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX]
+        assert tok.decode(labelled, skip_special_tokens=True) == sample.answer
+        assert labelled[-1].item() == tok.eos_token_id
+    image_token = micro_backbone.model.config.image_token_id
+    n_patches = (32 // 16) ** 2
+    assert ((batch["input_ids"] == image_token).sum(1) == n_patches).all()
+
+
+def test_generation_batch_is_left_padded(micro_backbone):
+    samples = toy_world.generate("dataset_caption", 2, 0, "test") + \
+        toy_world.generate("dataset_multiple_choice", 2, 0, "test")
+    batch = micro_backbone.collate_generate(micro_backbone.encode(samples, with_answer=False))
+    assert (batch["attention_mask"][:, -1] == 1).all()
+    assert (batch["attention_mask"][:, 0] == 0).any()
+    answers = micro_backbone.generate(batch)
+    assert len(answers) == 4 and all(isinstance(a, str) for a in answers)

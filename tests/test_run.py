@@ -1,0 +1,120 @@
+"""End to end: `mcl.run` on the micro stream, its outputs, determinism, resume and bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.errors import MissingConfigException
+
+from conftest import MICRO, compose_config
+from mcl.backbones.llava import LlavaBackbone
+from mcl.data.coast import MissingDataError
+from mcl.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_run_leaves_every_output(tmp_path):
+    results = run(compose_config(MICRO), tmp_path)
+    for name in ("config.yaml", "results.json", "matrix.csv", "matrix.png",
+                 "checkpoints/task_000.pt", "checkpoints/task_001.pt"):
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["completed_tasks"] == 2 and saved["tasks"] == results["tasks"]
+    matrix = np.array(saved["matrix"], dtype=float)
+    assert matrix.shape == (3, 2) and not np.isnan(matrix).any()
+    assert set(saved["metrics"]) >= {"last", "avg_incremental", "forgetting", "bwt", "fwt",
+                                     "transfer"}
+    assert saved["versions"]["torch"] and saved["seed"] == 0
+    assert [t["task"] for t in saved["timings"]] == ["zero-shot", *saved["tasks"]]
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_fixed_seed_gives_identical_results_and_resume_equals_uninterrupted(tmp_path):
+    cfg = compose_config(MICRO)
+    first = run(cfg, tmp_path / "a")
+    second = run(cfg, tmp_path / "b")
+    assert first["matrix"] == second["matrix"]
+    # Pretend the run died after its first task: results say 1 task done, last row unknown.
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    saved["completed_tasks"] = 1
+    saved["matrix"][2] = [None, None]
+    (tmp_path / "b" / "results.json").write_text(json.dumps(saved))
+    (tmp_path / "b" / "checkpoints" / "task_001.pt").unlink()
+    resumed = run(cfg, tmp_path / "b")
+    assert resumed["matrix"] == first["matrix"]
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["method=nope"])
+    assert "finetune" in str(err.value) and "lora" in str(err.value)
+
+
+def test_unknown_stream_lists_the_valid_ones():
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["stream=nope"])
+    assert "toy_domain" in str(err.value) and "toy_capability" in str(err.value)
+
+
+@pytest.fixture()
+def no_backbone_loading(monkeypatch):
+    """Bad input must be caught before any weights are loaded or pre-trained."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the backbone was loaded before the input was checked")
+
+    monkeypatch.setattr(LlavaBackbone, "load", classmethod(refuse))
+
+
+def test_coast_without_data_says_where_and_how(tmp_path, no_backbone_loading):
+    cfg = compose_config([*MICRO, "stream=coast_domain", f"data_root={tmp_path}"])
+    with pytest.raises(MissingDataError) as err:
+        run(cfg, tmp_path / "run")
+    message = str(err.value)
+    assert str(tmp_path / "coast" / "domain") in message
+    assert "data_root=" in message and "toy_domain" in message
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("method.epochs=0", "method.epochs must be a positive integer"),
+    ("method.epochs=-2", "method.epochs must be a positive integer"),
+    ("stream.tasks=[]", "lists no tasks"),
+    ("stream.train_size=0", "must be positive"),
+])
+def test_invalid_values_are_rejected_before_training(tmp_path, no_backbone_loading, override,
+                                                     expected):
+    with pytest.raises(ValueError, match=expected):
+        run(compose_config([*MICRO, override]), tmp_path)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mcl.run", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env=None)
+
+
+def test_cli_help_lists_the_choices(tmp_path):
+    out = _cli("--help", cwd=ROOT).stdout
+    for choice in ("finetune", "lora", "joint", "zero_shot", "toy_domain", "toy_capability",
+                   "toy_dataset", "tiny_llava", "wandb", "tensorboard", "csv"):
+        assert choice in out
+
+
+def test_cli_cfg_job_prints_the_composed_config():
+    out = _cli("method=lora", "--cfg", "job", cwd=ROOT).stdout
+    assert "name: lora" in out and "r: 8" in out
+
+
+def test_cli_multirun_gives_each_run_its_own_directory(tmp_path):
+    result = _cli("-m", *MICRO, "method=zero_shot,finetune", "seed=0,1",
+                  f"hydra.sweep.dir={tmp_path}", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.glob("**/results.json"))
+    assert found == [f"tiny_llava_micro/toy_micro/{m}/seed{s}"
+                     for m in ("finetune", "zero_shot") for s in (0, 1)]
+    a = json.loads((tmp_path / found[0] / "results.json").read_text())
+    b = json.loads((tmp_path / found[1] / "results.json").read_text())
+    assert a["seed"] == 0 and b["seed"] == 1 and a["matrix"] != b["matrix"]

@@ -1,0 +1,87 @@
+"""The contract every registered strategy must keep.
+
+It trains only what it declares; frozen parameters stay bitwise unchanged; its state survives a
+checkpoint round trip with identical predictions.
+"""
+
+import io
+
+import pytest
+import torch
+
+from mcl.data import toy_world
+from mcl.data.task import Task
+from mcl.loop import LoopConfig, fit_task
+from mcl.strategies import STRATEGIES, build_strategy
+
+TASKS = [Task(name, toy_world.generate(name, 24, 0, "train"), toy_world.generate(name, 8, 0, "test"))
+         for name in ("capability_recognition", "capability_colour")]
+CFG = LoopConfig(progress_bar=False, eval_batch_size=8)
+
+
+def _train_on_both_tasks(strategy, tmp_path):
+    backbone = strategy.backbone
+    for i, task in enumerate(TASKS):
+        strategy.before_task(task, i)
+        if strategy.trains:
+            items = backbone.encode(strategy.train_samples(TASKS[: i + 1]), with_answer=True)
+            fit_task(strategy, items, task.name, CFG, seed=i, loggers=[], run_dir=tmp_path)
+        strategy.after_task(task, i)
+
+
+def _predictions(strategy):
+    backbone = strategy.backbone.eval()
+    items = backbone.encode(TASKS[0].test + TASKS[1].test, with_answer=True)
+    with torch.no_grad():
+        logits = strategy.forward(backbone.collate_train(items)).logits
+        answers = strategy.generate(backbone.collate_generate(items))
+    return logits, answers
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_trains_only_what_it_declares(name, micro_backbone, tmp_path):
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+    strategy.setup(micro_backbone)
+    trainable = {n for n, p in strategy.named_trainable_parameters().items()}
+    assert trainable == {n for n, p in micro_backbone.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in micro_backbone.named_parameters()}
+    _train_on_both_tasks(strategy, tmp_path)
+    after = dict(micro_backbone.named_parameters())
+    for n, value in before.items():
+        if n not in trainable:
+            assert torch.equal(after[n], value), f"{name} changed frozen parameter {n}"
+    changed = [n for n in trainable if not torch.equal(after[n], before[n])]
+    assert bool(changed) == strategy.trains, f"{name}: trainable parameters changed: {changed[:3]}"
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_state_round_trips_through_a_checkpoint(name, micro_tiny, tmp_path):
+    from mcl.backbones.llava import LlavaBackbone
+
+    def fresh():
+        s = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+        s.setup(LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny))
+        return s
+
+    trained = fresh()
+    _train_on_both_tasks(trained, tmp_path)
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    restored = fresh()
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    logits_a, answers_a = _predictions(trained)
+    logits_b, answers_b = _predictions(restored)
+    assert torch.equal(logits_a, logits_b)
+    assert answers_a == answers_b
+
+
+def test_unknown_method_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown method 'nope'.*finetune.*lora"):
+        build_strategy("nope")
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size"])
+def test_non_positive_hyperparameters_are_rejected(field):
+    with pytest.raises(ValueError, match=f"method.{field} must be a positive"):
+        build_strategy("finetune", **{field: 0})
