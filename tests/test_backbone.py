@@ -46,3 +46,27 @@ def test_generation_batch_is_left_padded(micro_backbone):
     assert (batch["attention_mask"][:, 0] == 0).any()
     answers = micro_backbone.generate(batch)
     assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+
+
+def test_embeddings_path_equals_the_token_path(micro_backbone):
+    """Prompt methods run the model from `embed`; it must be the same computation."""
+    samples = toy_world.generate("domain_icons", 4, 0, "test")
+    micro_backbone.eval()
+    train = micro_backbone.collate_train(micro_backbone.encode(samples, with_answer=True))
+    with torch.no_grad():
+        direct = micro_backbone(train)
+        via = micro_backbone.forward_embeds(micro_backbone.embed(train), train["attention_mask"],
+                                            labels=train["labels"])
+    torch.testing.assert_close(via.logits, direct.logits)
+    torch.testing.assert_close(via.loss, direct.loss)
+    gen = micro_backbone.collate_generate(micro_backbone.encode(samples, with_answer=False))
+    assert micro_backbone.generate_embeds(micro_backbone.embed(gen), gen["attention_mask"]) == \
+        micro_backbone.generate(gen)
+
+
+def test_instruction_mask_marks_only_prompt_text(micro_backbone):
+    samples = toy_world.generate("domain_icons", 2, 0, "test")
+    batch = micro_backbone.collate_train(micro_backbone.encode(samples, with_answer=True))
+    mask = micro_backbone.instruction_mask(batch)
+    words = micro_backbone.tokenizer.convert_ids_to_tokens(batch["input_ids"][0][mask[0]])
+    assert words == ["USER:", *samples[0].prompt.split(), "ASSISTANT:"]

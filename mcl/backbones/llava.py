@@ -28,7 +28,7 @@ class LlavaBackbone(nn.Module):
     """
 
     family = "instruction"
-    capabilities = frozenset({"parts", "linear_layers", "input_embeddings", "generate"})
+    capabilities = frozenset({"parts", "linear_layers", "input_embeddings", "embeds", "generate"})
 
     def __init__(self, model: LlavaForConditionalGeneration, processor, name: str,
                  max_new_tokens: int = 8) -> None:
@@ -68,6 +68,48 @@ class LlavaBackbone(nn.Module):
 
     def input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        """The language model's input embeddings for a batch, image features already in place
+        of the image tokens: what a prompt method extends before `forward_embeds`."""
+        input_ids = batch["input_ids"]
+        embeds = self.model.get_input_embeddings()(input_ids)
+        config = self.model.config
+        features = self.model.model.get_image_features(
+            pixel_values=batch["pixel_values"].to(self.model.dtype),
+            vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy)
+        if not isinstance(features, torch.Tensor):  # some versions return a list or an output
+            features = getattr(features, "pooler_output", features)
+            features = torch.cat(list(features)) if isinstance(features, list | tuple) else features
+        mask = (input_ids == config.image_token_id).unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(mask, features.to(embeds.dtype))
+
+    def forward_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                       labels: torch.Tensor | None = None, **kwargs):
+        """Teacher-forced forward from input embeddings (see `embed`)."""
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                        **kwargs) -> list[str]:
+        """Greedy answers from left-padded input embeddings (see `embed`)."""
+        out = self.model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+            max_new_tokens=self.max_new_tokens, do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            **kwargs)
+        # With only embeddings given, generate returns the new tokens alone.
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def instruction_mask(self, batch: dict) -> torch.Tensor:
+        """True at the prompt's text tokens (not image, padding, or answer tokens)."""
+        mask = batch["attention_mask"].bool() & (batch["input_ids"]
+                                                 != self.model.config.image_token_id)
+        if "labels" in batch:
+            mask &= batch["labels"] == IGNORE_INDEX
+        return mask
 
     @property
     def tokenizer(self):
