@@ -1,4 +1,4 @@
-.PHONY: install test lint run bench baselines
+.PHONY: install test lint run bench compare
 
 install:  ## CPU torch from its wheel first, so the range in pyproject installs nothing bigger
 	pip install torch==2.13.0
@@ -16,5 +16,5 @@ run:
 bench:
 	python experiments/bench_cpu.py
 
-baselines:
-	python experiments/baselines_toy.py
+compare:
+	python experiments/compare_toy.py --seeds 0 1 2

@@ -1,4 +1,4 @@
-"""CPU benchmark of the default run: pre-training with a cold cache, then the stream with a warm one.
+"""CPU benchmark of the default run: pre-training (cold cache), then the stream (warm cache).
 
     python experiments/bench_cpu.py [extra overrides for mcl.run ...]
 

@@ -6,6 +6,7 @@ resumes after the last finished one. It knows nothing about any one method.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ from mcl.data.task import Stream
 from mcl.evaluate import evaluate_items
 from mcl.module import ContinualModule
 from mcl.strategies.base import ContinualStrategy
+
+
+# One Trainer per task: its start-up banner (GPU available, tips) would repeat for every task.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 @dataclass

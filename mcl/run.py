@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -38,6 +39,17 @@ def _sweep_group() -> str:
 OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
 
 
+def build(node: DictConfig, **kwargs):
+    """Hydra's instantiate, re-raising the target's own error (its message says what to fix)
+    instead of Hydra's wrapper."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if err.__cause__ is not None:
+            raise err.__cause__ from None
+        raise
+
+
 def build_method(cfg: DictConfig) -> ContinualStrategy:
     """The strategy named by `method.name` with the rest of `method` as its arguments."""
     options = OmegaConf.to_container(cfg.method, resolve=True)
@@ -57,14 +69,14 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     run_dir = Path(run_dir)
     strategy = build_method(cfg)
     check_pair(strategy, cfg.backbone)
-    stream = instantiate(cfg.stream, seed=cfg.seed)
+    stream = build(cfg.stream, seed=cfg.seed)
     loop_cfg = LoopConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     if loggers is None:
-        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+        loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    backbone = instantiate(cfg.backbone, _convert_="all")
+    backbone = build(cfg.backbone, _convert_="all")
     strategy.setup(backbone)
     print(strategy.describe())
     print(f"stream {stream.name}: {len(stream.tasks)} tasks ({', '.join(stream.task_names)})")

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MICRO = ["backbone=tiny_llava_micro", "stream=toy_micro", "logger=none", "trainer.progress_bar=false",
-         "method.epochs=1"]
+MICRO = ["backbone=tiny_llava_micro", "stream=toy_micro", "logger=none",
+         "trainer.progress_bar=false", "method.epochs=1"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,8 @@ from mcl.data.task import Task
 from mcl.loop import LoopConfig, fit_task
 from mcl.strategies import STRATEGIES, build_strategy
 
-TASKS = [Task(name, toy_world.generate(name, 24, 0, "train"), toy_world.generate(name, 8, 0, "test"))
+TASKS = [Task(name, toy_world.generate(name, 24, 0, "train"),
+              toy_world.generate(name, 8, 0, "test"))
          for name in ("capability_recognition", "capability_colour")]
 CFG = LoopConfig(progress_bar=False, eval_batch_size=8)
 

@@ -190,7 +190,8 @@ class LlavaBackbone(nn.Module):
             **kwargs,
         )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
-        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [t.strip() for t in texts]
 
 
     @classmethod
@@ -203,11 +204,12 @@ class LlavaBackbone(nn.Module):
         pre-trained on the toy world the first time (`python -m mcl.pretrain`) and cached.
         """
         if dtype not in _DTYPES:
-            raise ValueError(f"backbone dtype {dtype!r} is not supported; use one of {list(_DTYPES)}")
+            raise ValueError(f"backbone dtype {dtype!r} is not supported; use one of "
+                             f"{list(_DTYPES)}")
         if pretrained is None:
             if tiny is None:
-                raise ValueError(f"backbone {name!r} needs either `pretrained` (a Hugging Face id or a "
-                                 "local path) or a `tiny` section describing the toy model")
+                raise ValueError(f"backbone {name!r} needs either `pretrained` (a Hugging Face id "
+                                 "or a local path) or a `tiny` section describing the toy model")
             from mcl.backbones.tiny_llava import ensure_pretrained
 
             pretrained = str(ensure_pretrained(tiny))

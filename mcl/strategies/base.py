@@ -155,7 +155,8 @@ def build_strategy(name: str, **kwargs) -> ContinualStrategy:
     import mcl.strategies  # noqa: F401  (registers every built-in strategy)
 
     if name not in STRATEGIES:
-        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(sorted(STRATEGIES))}")
+        raise ValueError(f"unknown method {name!r}; registered methods: "
+                         f"{', '.join(sorted(STRATEGIES))}")
     return STRATEGIES[name](**kwargs)
 
 

@@ -1,11 +1,12 @@
-"""Baselines on the three toy streams: zero_shot / finetune / lora / joint.
+"""Methods on the three toy streams: mean ± std over seeds of the standard metrics.
 
-    python experiments/baselines_toy.py                       # 1 seed, all four x three streams
-    python experiments/baselines_toy.py --seeds 0 1 2 --methods finetune lora
+    python experiments/compare_toy.py --methods zero_shot finetune lora joint   # the baselines
+    python experiments/compare_toy.py --seeds 0 1 2                             # every method
+    python experiments/compare_toy.py --seeds 0 1 2 --jobs 8 trainer=gpu        # in parallel
 
-Runs a Hydra multirun of `mcl.run` into --out (default multirun/baselines_toy), reuses finished
-runs (a re-run resumes), then prints a Markdown table of mean +- std over seeds and writes it to
-<out>/table.md.
+Runs a Hydra multirun of `mcl.run` into --out (default multirun/compare_toy; with --jobs > 1
+through Hydra's joblib launcher), reuses finished runs (a re-run resumes), then prints a
+Markdown table and writes it to <out>/table.md. Seed methods run with their `_tiny` presets.
 """
 
 from __future__ import annotations
@@ -58,11 +59,14 @@ def markdown(table: dict, methods: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["zero_shot", "finetune", "lora", "joint"])
+    parser.add_argument("--methods", nargs="+", default=[
+        "zero_shot", "finetune", "lora", "joint", "fwd_prompt_tiny", "continual_llava_tiny",
+        "rank_selective_lora_tiny"])
     parser.add_argument("--streams", nargs="+",
                         default=["toy_domain", "toy_capability", "toy_dataset"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "baselines_toy")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher)")
+    parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "compare_toy")
     parser.add_argument("--collect-only", action="store_true", help="only build the table")
     parser.add_argument("overrides", nargs="*", help="extra mcl.run overrides")
     args = parser.parse_args()
@@ -71,8 +75,11 @@ def main() -> None:
                f"stream={','.join(args.streams)}", f"seed={','.join(map(str, args.seeds))}",
                "trainer.progress_bar=false", "logger=none", f"hydra.sweep.dir={args.out}",
                *args.overrides]
+        if args.jobs > 1:
+            cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
         subprocess.run(cmd, cwd=ROOT, check=True)
-    text = markdown(collect(args.out), args.methods)
+    names = [m.removesuffix("_tiny") for m in args.methods]  # results carry the method's name
+    text = markdown(collect(args.out), names)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 

@@ -1,0 +1,206 @@
+"""CoDyRA: continual LoRA whose ranks are gated, sparsified and merged after every task.
+
+Lu et al., "Adaptive Rank, Reduced Forgetting: Knowledge Retention in Continual Learning
+Vision-Language Models with Dynamic Rank-Selective LoRA", arXiv 2412.01004; official code
+Artificer-AI-Lab/CoDyRA (loralib/codyra.py, models/codyra.py).
+
+Every wrapped linear layer W gets the update B diag(g) A (scale 1) with one learnable importance
+gate g_i per rank. The task loss trains A, B and g; after each optimiser step a proximal step for
+an l1 penalty on g, the soft-threshold g <- sign(g) max(|g| - kappa, 0), drives gates exactly to
+zero. kappa is 0 during a dense warm-up (the first half of the task's steps), then climbs a
+staircase of `kappa_levels` values up to `max_kappa`. After the task the ranks whose gate is zero
+are dropped, the rest is merged into W, and a fresh adapter (A Kaiming, B = 0, g ~ N(0, 1)) waits
+for the next task; between tasks the adapter is switched off, so inference runs the plain layers.
+
+Loop integration: the loop calls `on_after_backward` before the optimiser step, so that hook only
+notes that a step is coming; the proximal step for it runs at the start of the next `forward`
+(before any parameter is read again), or in `after_task` for the last step. This assumes one
+optimiser step per backward (no gradient accumulation); under data parallelism the step count is
+estimated from the whole task, not the shard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mcl.data.task import Task
+from mcl.strategies.base import ContinualStrategy, parameters_of, register
+
+ADAPTER = "codyra"  # name of the adapter child module added to every wrapped linear layer
+
+
+def soft_threshold(x: torch.Tensor, kappa: float) -> torch.Tensor:
+    """The proximal operator of kappa * ||x||_1: shrink by kappa, exactly 0 where |x| <= kappa."""
+    return torch.where(x.abs() > kappa, x - kappa * x.sign(), torch.zeros_like(x))
+
+
+def kappa_schedule(step: int, total: int, max_kappa: float, dense_fraction: float,
+                   levels: int) -> float:
+    """Threshold of the proximal step after optimiser step `step` (0-based) of `total`: zero
+    through the dense warm-up, then `levels` equal stairs from 0 to `max_kappa` over the rest
+    (as the official training loop steps `np.linspace(0, max_kappa, lambda_num)`)."""
+    dense = dense_fraction * total
+    if step <= dense:
+        return 0.0
+    level = min(levels - 1, 1 + int((step - dense) * levels / (total - dense)))
+    return max_kappa * level / (levels - 1)
+
+
+class GatedLoRA(nn.Module):
+    """The update B diag(gate) A of one linear layer, added by a forward hook while active."""
+
+    def __init__(self, in_features: int, out_features: int, r: int, like: torch.Tensor) -> None:
+        super().__init__()
+        self.lora_A = nn.Parameter(like.new_empty(r, in_features))
+        self.lora_B = nn.Parameter(like.new_empty(out_features, r))
+        self.gate = nn.Parameter(like.new_empty(r))
+        self.active = False
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """A fresh adapter as the official code makes one: B = 0, so it starts with no effect."""
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+        nn.init.normal_(self.gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The update's output, B diag(gate) A x, without forming the weight update."""
+        return ((x @ self.lora_A.T) * self.gate) @ self.lora_B.T
+
+    def delta(self) -> torch.Tensor:
+        """The weight update of the ranks whose gate is not zero (the pruned ones dropped)."""
+        keep = self.gate != 0
+        return (self.lora_B[:, keep] * self.gate[keep]) @ self.lora_A[keep]
+
+    def add_to(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook on the wrapped layer."""
+        return output + self(args[0]) if self.active else output
+
+
+@register("rank_selective_lora")
+class RankSelectiveLora(ContinualStrategy):
+    """Gated LoRA on every linear layer of `parts`, pruned by soft-thresholding, merged per task."""
+
+    requires = frozenset({"linear_layers"})
+    families = frozenset({"instruction", "classification"})
+
+    def __init__(self, parts: Sequence[str] = ("vision", "projector", "llm"), r: int = 16,
+                 max_kappa: float = 5e-3, dense_fraction: float = 0.5, kappa_levels: int = 50,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if r <= 0:
+            raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")
+        if max_kappa < 0:
+            raise ValueError(f"method.max_kappa must be non-negative, got {max_kappa}")
+        if not 0 <= dense_fraction < 1:
+            raise ValueError(f"method.dense_fraction must lie in [0, 1), got {dense_fraction}")
+        if kappa_levels < 2:
+            raise ValueError(f"method.kappa_levels must be at least 2, got {kappa_levels}")
+        self.parts, self.r = list(parts), r
+        self.max_kappa, self.dense_fraction, self.kappa_levels = (max_kappa, dense_fraction,
+                                                                  kappa_levels)
+        self.layers: dict[str, nn.Linear] = {}
+        self.active_ranks: list[dict[str, int]] = []  # per task: ranks kept per layer
+        self._steps = self._total_steps = 0
+        self._pending = False
+
+    def setup(self, backbone) -> None:
+        super().setup(backbone)
+        names = backbone.linear_layer_names(self.parts)
+        if not names:
+            raise ValueError(f"backbone {backbone.name!r} has no linear layers in parts "
+                             f"{self.parts} for rank_selective_lora to wrap")
+        for name in names:
+            layer = backbone.model.get_submodule(name)  # names are relative to backbone.model
+            # Merging rewrites this weight but no gradient ever reaches it: it becomes a buffer,
+            # saved in extra_state, so every parameter the method does not train stays frozen.
+            weight = layer.weight.detach()
+            del layer.weight
+            layer.register_buffer("weight", weight)
+            adapter = GatedLoRA(layer.in_features, layer.out_features, self.r, weight)
+            layer.add_module(ADAPTER, adapter)
+            layer.register_forward_hook(adapter.add_to)
+            self.layers[name] = layer
+        for p in self.trainable_parameters():
+            p.requires_grad_(True)
+
+    def adapters(self) -> list[GatedLoRA]:
+        """The adapter of every wrapped layer, in `self.layers` order."""
+        return [getattr(layer, ADAPTER) for layer in self.layers.values()]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return parameters_of(self.adapters())
+
+    def describe(self) -> str:
+        # The wrapped weights are buffers now; count them in the model's size all the same.
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = (sum(p.numel() for p in self.backbone.parameters())
+                 + sum(layer.weight.numel() for layer in self.layers.values()))
+        return (f"method {self.name}: {trainable:,} trainable parameters of {total:,} "
+                f"({100 * trainable / total:.2f}%); {len(self.layers)} layers wrapped, "
+                f"rank {self.r}")
+
+    # ------------------------------------------------------------------ task hooks
+
+    def before_task(self, task: Task, index: int) -> None:
+        # The kappa schedule is laid over this task's optimiser steps (one per batch).
+        self._total_steps = self.epochs * math.ceil(len(task.train) / self.batch_size)
+        self._steps, self._pending = 0, False
+        for adapter in self.adapters():
+            adapter.active = True
+
+    def after_task(self, task: Task, index: int) -> None:
+        self._proximal_step()
+        kept = {}
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                adapter = getattr(layer, ADAPTER)
+                kept[name] = int((adapter.gate != 0).sum())
+                layer.weight += adapter.delta()
+                adapter.reset()
+                adapter.active = False
+        self.active_ranks.append(kept)
+        print(f"rank_selective_lora: {task.name}: merged {sum(kept.values())} of "
+              f"{self.r * len(kept)} ranks into {len(kept)} layers")
+
+    # ------------------------------------------------------------------ step hooks
+
+    def forward(self, batch: dict):
+        self._proximal_step()
+        return self.backbone(batch)
+
+    def on_after_backward(self) -> None:
+        # The optimiser step follows this hook; its proximal step waits for the next forward.
+        self._steps += 1
+        self._pending = True
+
+    @torch.no_grad()
+    def _proximal_step(self) -> None:
+        """Soft-threshold every gate for the optimiser step taken since the last call, if any."""
+        if not self._pending:
+            return
+        self._pending = False
+        kappa = kappa_schedule(self._steps - 1, self._total_steps, self.max_kappa,
+                               self.dense_fraction, self.kappa_levels)
+        if kappa > 0:
+            for adapter in self.adapters():
+                adapter.gate.copy_(soft_threshold(adapter.gate, kappa))
+
+    # ------------------------------------------------------------------ state
+
+    def extra_state(self) -> dict:
+        """The merged weights of the wrapped layers and the ranks kept after each task."""
+        return {"weights": {n: layer.weight.detach().cpu().clone()
+                            for n, layer in self.layers.items()},
+                "active_ranks": [dict(k) for k in self.active_ranks]}
+
+    def load_extra_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for name, weight in state["weights"].items():
+                self.layers[name].weight.copy_(weight)
+        self.active_ranks = [dict(k) for k in state["active_ranks"]]
