@@ -24,7 +24,6 @@ from mcl.evaluate import evaluate_items
 from mcl.module import ContinualModule
 from mcl.strategies.base import ContinualStrategy
 
-
 # One Trainer per task: its start-up banner (GPU available, tips) would repeat for every task.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
