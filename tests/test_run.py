@@ -125,3 +125,40 @@ def test_cli_multirun_gives_each_run_its_own_directory(tmp_path):
     wa, wb = (torch.load(tmp_path / f / "checkpoints" / "task_001.pt")["strategy"]["params"]
               for f in found[:2])
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_impossible_method_backbone_pair_fails_before_loading(no_backbone_loading):
+    """A method for another family, or one needing a capability the backbone lacks, is refused
+    with the reason, before any weights are loaded."""
+    from mcl.run import check_pair
+    from mcl.strategies.base import ContinualStrategy
+
+    class ClassifierOnly(ContinualStrategy):
+        name = "classifier_only"
+        families = frozenset({"classification"})
+
+    class NeedsHead(ContinualStrategy):
+        name = "needs_head"
+        requires = frozenset({"classification_head"})
+
+    backbone_cfg = compose_config(MICRO).backbone
+    with pytest.raises(ValueError, match="supports \\['classification'\\] backbones.*instruction"):
+        check_pair(ClassifierOnly(), backbone_cfg)
+    with pytest.raises(ValueError, match="needs the capabilities \\['classification_head'\\]"):
+        check_pair(NeedsHead(), backbone_cfg)
+
+
+def test_cli_logs_to_wandb_offline_and_tensorboard(tmp_path):
+    """Per-task accuracy, the matrix as a table and the heatmap as an image reach the loggers;
+    W&B stays offline."""
+    result = _cli(*MICRO, "logger=[csv,tensorboard,wandb]", f"hydra.run.dir={tmp_path}",
+                  cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = (tmp_path / "logs" / "metrics.csv").read_text()
+    assert "acc/capability_recognition" in metrics and "final/last" in metrics
+    assert list((tmp_path / "tb").glob("**/events.out.tfevents.*"))
+    offline = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert offline, "no offline W&B run was written"
+    files = {p.name for p in offline[0].glob("files/**/*")}
+    assert any(n.startswith("accuracy_matrix") for n in files), files
+    assert any(n.startswith("accuracy_heatmap") and n.endswith(".png") for n in files), files
