@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from mcl.strategies.base import ContinualStrategy
 
 # One Trainer per task: its start-up banner (GPU available, tips) would repeat for every task.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")  # lightning vs torch 2.13
 
 
 @dataclass

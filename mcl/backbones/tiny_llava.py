@@ -86,6 +86,32 @@ def build_model(tiny: dict, processor: LlavaProcessor) -> LlavaForConditionalGen
     return LlavaForConditionalGeneration(config)
 
 
+def _train(loss_of, params: list[nn.Parameter], n: int, batch: int, epochs: int, lr: float,
+           weight_decay: float, seed: int, desc: str, clip: float | None = None) -> float:
+    """AdamW with a one-cycle schedule over `epochs` shuffled passes of `n` examples;
+    `loss_of(indices)` gives a batch's loss. Returns the last loss."""
+    steps = epochs * (n // batch)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                   pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    progress = tqdm(total=steps, desc=desc, unit="step")
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for b in range(n // batch):
+            loss = loss_of(order[b * batch : (b + 1) * batch])
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.update()
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    progress.close()
+    return loss.item()
+
+
 def _pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor,
                      recipe: dict) -> float:
     """Stage 0: supervised pre-training of the vision tower on labelled toy scenes (the role
@@ -103,33 +129,20 @@ def _pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProce
     pixels = processor.image_processor([img for img, _ in scenes], return_tensors="pt")
     pixels = pixels["pixel_values"].to(device)
     labels = {k: torch.tensor([lab[k] for _, lab in scenes], device=device) for k in heads}
-    params = [*tower.parameters(), *heads.parameters()]
-    batch, epochs = recipe["vision_batch_size"], recipe["vision_epochs"]
-    steps = epochs * (recipe["vision_samples"] // batch)
-    optimizer = torch.optim.AdamW(params, lr=recipe["vision_lr"], weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["vision_lr"],
-                                                   total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(recipe["seed"])
 
     def logits(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = tower(pixel_values=pixels[idx]).pooler_output
         return {k: head(pooled) for k, head in heads.items()}
 
-    progress = tqdm(total=steps, desc="pre-training the vision tower", unit="step")
-    for _ in range(epochs):
-        order = torch.randperm(recipe["vision_samples"], generator=generator).to(device)
-        for b in range(recipe["vision_samples"] // batch):
-            idx = order[b * batch : (b + 1) * batch]
-            out = logits(idx)
-            loss = sum(nn.functional.cross_entropy(out[k], labels[k][idx], ignore_index=-1)
-                       for k in heads)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.update()
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-    progress.close()
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(device)
+        out = logits(idx)
+        return sum(nn.functional.cross_entropy(out[k], labels[k][idx], ignore_index=-1)
+                   for k in heads)
+
+    _train(loss_of, [*tower.parameters(), *heads.parameters()], recipe["vision_samples"],
+           recipe["vision_batch_size"], recipe["vision_epochs"], recipe["vision_lr"],
+           weight_decay=0.05, seed=recipe["seed"], desc="pre-training the vision tower")
     with torch.no_grad():
         held_out = torch.arange(recipe["vision_samples"], n, device=device)
         predicted = logits(held_out)["object"].argmax(-1)
@@ -157,35 +170,22 @@ def pretrain(tiny: dict, out_dir: Path) -> dict:
         train += toy_world.generate(task, recipe["samples_per_task"], recipe["seed"], "train")
         test += toy_world.generate(task, recipe["test_per_task"], recipe["seed"], "test")
     items = backbone.encode(train, with_answer=True)
-    generator = torch.Generator().manual_seed(recipe["seed"])
-    steps = recipe["epochs"] * (len(items) // recipe["batch_size"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["lr"],
-                                                   total_steps=steps, pct_start=0.1)
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        batch = backbone.collate_train([items[i] for i in idx.tolist()])
+        return backbone({k: v.to(device) for k, v in batch.items()}).loss
+
     model.train()
-    progress = tqdm(total=steps, desc="pre-training tiny_llava (once, then cached)", unit="step")
-    for _ in range(recipe["epochs"]):
-        order = torch.randperm(len(items), generator=generator).tolist()
-        for b in range(len(items) // recipe["batch_size"]):
-            idx = order[b * recipe["batch_size"] : (b + 1) * recipe["batch_size"]]
-            batch = backbone.collate_train([items[i] for i in idx])
-            loss = backbone({k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.update()
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-    progress.close()
+    final_loss = _train(loss_of, [p for p in model.parameters() if p.requires_grad], len(items),
+                        recipe["batch_size"], recipe["epochs"], recipe["lr"], weight_decay=0.01,
+                        seed=recipe["seed"], clip=1.0,
+                        desc="pre-training tiny_llava (once, then cached)")
     model.requires_grad_(True)
     model.eval()
     accuracy = evaluate_samples(backbone.generate, backbone, test, batch_size=256)
-    report = {"seconds": time.perf_counter() - start, "steps": steps, "final_loss": loss.item(),
+    report = {"seconds": time.perf_counter() - start, "final_loss": final_loss,
               "vision_object_accuracy": vision_accuracy, "heldout_accuracy": accuracy,
-              "device": str(device),
-              "tiny": tiny, "recipe_version": RECIPE_VERSION}
+              "device": str(device), "tiny": tiny, "recipe_version": RECIPE_VERSION}
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "pretrain.json").write_text(json.dumps(report, indent=2))
