@@ -1,0 +1,102 @@
+"""Find the runs under some directories: finished, incomplete and failed ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
+UNKNOWN = "?"
+
+
+class ReportError(Exception):
+    """Bad input for a report: a missing path, or no run to report on."""
+
+
+@dataclass
+class Run:
+    """One run directory as the report sees it."""
+
+    path: Path
+    status: str
+    backbone: str = UNKNOWN
+    stream: str = UNKNOWN
+    method: str = UNKNOWN
+    seed: int | None = None
+    tasks: list[str] = field(default_factory=list)
+    completed: int = 0
+    matrix: np.ndarray | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.backbone, self.stream, self.method)
+
+
+def _matrix(rows: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+
+
+def load_run(results: Path) -> Run:
+    """The run whose results.json is ``results``; unreadable files make a failed run."""
+    path = results.parent
+    try:
+        data = json.loads(results.read_text())
+        tasks = list(data["tasks"])
+        completed = int(data["completed_tasks"])
+        run = Run(path=path, status=COMPLETE, backbone=str(data.get("backbone", UNKNOWN)),
+                  stream=str(data.get("stream", UNKNOWN)), method=str(data.get("method", UNKNOWN)),
+                  seed=data.get("seed"), tasks=tasks, completed=completed,
+                  matrix=_matrix(data["matrix"]), metrics=dict(data.get("metrics") or {}))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        # A truncated or foreign results.json is a broken run, not a reason to stop the report.
+        return Run(path=path, status=FAILED, reason=f"unreadable results.json ({error})")
+    if completed < len(tasks):
+        run.status = INCOMPLETE
+        run.reason = f"{completed}/{len(tasks)} tasks done"
+    return run
+
+
+def failed_run(path: Path) -> Run:
+    """A Hydra job directory without results.json; its names come from .hydra/config.yaml."""
+    run = Run(path=path, status=FAILED, reason="no results.json")
+    try:
+        cfg = yaml.safe_load((path / ".hydra" / "config.yaml").read_text()) or {}
+        run.backbone = str(cfg["backbone"]["name"])
+        run.stream = str(cfg["stream"]["name"])
+        run.method = str(cfg["method"]["name"])
+        run.seed = cfg.get("seed")
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        pass  # keep "?" names: the path alone still tells the user where to look
+    return run
+
+
+def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
+    """Every run under ``dirs``: each results.json, and each ``.hydra`` folder without one.
+
+    Raises:
+        ReportError: if a path is not a directory or no results.json is found under any.
+    """
+    dirs = [Path(d) for d in dirs]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise ReportError(f"no such directory: {', '.join(missing)}")
+    runs: dict[Path, Run] = {}
+    found = 0
+    for root in dirs:
+        for results in sorted(root.rglob("results.json")):
+            found += 1
+            # resolve() so that overlapping arguments (a dir and its parent) count a run once.
+            runs.setdefault(results.parent.resolve(), load_run(results))
+        for hydra in sorted(root.rglob(".hydra")):
+            if hydra.is_dir() and not (hydra.parent / "results.json").exists():
+                runs.setdefault(hydra.parent.resolve(), failed_run(hydra.parent))
+    if not found:
+        raise ReportError(f"no results.json found under {', '.join(str(d) for d in dirs)}")
+    return sorted(runs.values(), key=lambda r: (r.key, str(r.seed), str(r.path)))
