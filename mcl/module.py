@@ -27,7 +27,14 @@ class ContinualModule(L.LightningModule):
     def on_after_backward(self) -> None:
         self.strategy.on_after_backward()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = self.strategy.trainable_parameters()
-        return torch.optim.AdamW(params, lr=self.strategy.lr,
-                                 weight_decay=self.strategy.weight_decay)
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.strategy.after_optimizer_step()
+
+    def configure_optimizers(self):
+        optimizer, schedule = self.strategy.configure_optimizer(
+            self.strategy.trainable_parameters(), int(self.trainer.estimated_stepping_batches))
+        if schedule is None:
+            return optimizer
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -50,21 +50,19 @@ def test_kappa_schedule_is_zero_while_dense_then_climbs_the_official_staircase()
     assert all(a <= b for a, b in zip(kappas, kappas[1:], strict=False))
 
 
-def test_proximal_step_follows_the_optimiser_step_before_the_next_forward(micro_backbone):
-    # 4 steps of batch 1, dense warm-up 2 steps, 2 levels: the prox after step 3 uses max_kappa.
+def test_proximal_step_follows_each_optimiser_step_on_the_schedule(micro_backbone):
+    # 4 steps, dense warm-up 2 steps, 2 levels: the prox after step 3 uses max_kappa.
     strategy = rsl.RankSelectiveLora(r=4, epochs=1, batch_size=1, max_kappa=0.3, kappa_levels=2)
     strategy.setup(micro_backbone)
     strategy.before_task(Task("t", TASK.train[:4], TASK.test), 0)
+    strategy.configure_optimizer(strategy.trainable_parameters(), total_steps=4)
     adapter = strategy.adapters()[0]
     with torch.no_grad():
         adapter.gate.copy_(torch.tensor([0.2, -0.25, 0.5, -1.0]))
     for _ in range(3):  # steps 0-2 lie within the warm-up: no shrinkage
-        strategy.on_after_backward()
-        strategy.forward(_batch(micro_backbone, TASK.train[:1]))
+        strategy.after_optimizer_step()
     assert torch.equal(adapter.gate.detach(), torch.tensor([0.2, -0.25, 0.5, -1.0]))
-    strategy.on_after_backward()  # step 3: the optimiser step has not run yet, gates untouched
-    assert torch.equal(adapter.gate.detach(), torch.tensor([0.2, -0.25, 0.5, -1.0]))
-    strategy.forward(_batch(micro_backbone, TASK.train[:1]))
+    strategy.after_optimizer_step()  # step 3
     assert torch.allclose(adapter.gate.detach(), torch.tensor([0.0, 0.0, 0.2, -0.7]))
     assert adapter.gate[0].item() == 0.0 and adapter.gate[1].item() == 0.0
 
@@ -116,14 +114,15 @@ def test_stronger_regularisation_leaves_fewer_ranks(micro_tiny):
                                          max_kappa=max_kappa, kappa_levels=2)
         strategy.setup(LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny))
         strategy.before_task(task, 0)
-        optimiser = torch.optim.AdamW(strategy.trainable_parameters(), lr=strategy.lr)
+        optimiser, schedule = strategy.configure_optimizer(strategy.trainable_parameters(), 3)
         strategy.backbone.train()
         for start in range(0, len(task.train), strategy.batch_size):
-            # The loop's order: forward, backward, on_after_backward, optimiser step.
+            # The loop's order: forward, backward, optimiser step, proximal step.
             batch = _batch(strategy.backbone, task.train[start:start + strategy.batch_size])
             strategy.loss(batch, strategy.forward(batch)).backward()
-            strategy.on_after_backward()
             optimiser.step()
+            schedule.step()
+            strategy.after_optimizer_step()
             optimiser.zero_grad()
         strategy.after_task(task, 0)
         kept[max_kappa] = sum(strategy.active_ranks[-1].values())

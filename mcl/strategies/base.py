@@ -112,6 +112,16 @@ class ContinualStrategy:
     def on_after_backward(self) -> None:
         """Called after backward, before the optimiser step (e.g. gradient projection)."""
 
+    def after_optimizer_step(self) -> None:
+        """Called after every optimiser step (e.g. a proximal step on the updated values)."""
+
+    def configure_optimizer(self, params: list[nn.Parameter], total_steps: int
+                            ) -> tuple[torch.optim.Optimizer,
+                                       torch.optim.lr_scheduler.LRScheduler | None]:
+        """The optimiser for one task's `total_steps` steps, and an optional per-step learning
+        rate schedule. AdamW at a constant rate unless a method's paper says otherwise."""
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay), None
+
     def generate(self, batch: dict) -> list[str]:
         """Answers for an evaluation batch."""
         return self.backbone.generate(batch)

@@ -214,13 +214,9 @@ class FwdPrompt(ContinualStrategy):
         self.allowed = self.allowed.to(prompts.device)  # once: the basis stays there
         if prompts.grad is not None:
             prompts.grad.copy_(project(prompts.grad, self.allowed))
-        self._constrain()
-
-    def after_task(self, task, index: int) -> None:
-        self._constrain()  # the task's last optimiser step
 
     @torch.no_grad()
-    def _constrain(self) -> None:
+    def after_optimizer_step(self) -> None:
         """Keep the prompts' change since the task began inside the allowed subspace. AdamW
         (the loop's optimiser) rescales each coordinate, so its step leaves the subspace of the
         projected gradient: on the tiny model ~12% of a task's prompt change fell inside old

@@ -12,11 +12,10 @@ staircase of `kappa_levels` values up to `max_kappa`. After the task the ranks w
 are dropped, the rest is merged into W, and a fresh adapter (A Kaiming, B = 0, g ~ N(0, 1)) waits
 for the next task; between tasks the adapter is switched off, so inference runs the plain layers.
 
-Loop integration: the loop calls `on_after_backward` before the optimiser step, so that hook only
-notes that a step is coming; the proximal step for it runs at the start of the next `forward`
-(before any parameter is read again), or in `after_task` for the last step. This assumes one
-optimiser step per backward (no gradient accumulation); under data parallelism the step count is
-estimated from the whole task, not the shard.
+As in the official training loop: the proximal step follows every optimiser step
+(`after_optimizer_step`), the kappa staircase spans the task's optimiser steps (the loop passes
+their number to `configure_optimizer`), and the optimiser is AdamW with betas (0.9, 0.9999) under
+a cosine learning-rate schedule without warm-up (main.py: warmup_length=0).
 """
 
 from __future__ import annotations
@@ -107,7 +106,6 @@ class RankSelectiveLora(ContinualStrategy):
         self.layers: dict[str, nn.Linear] = {}
         self.active_ranks: list[dict[str, int]] = []  # per task: ranks kept per layer
         self._steps = self._total_steps = 0
-        self._pending = False
 
     def setup(self, backbone) -> None:
         super().setup(backbone)
@@ -148,14 +146,11 @@ class RankSelectiveLora(ContinualStrategy):
     # ------------------------------------------------------------------ task hooks
 
     def before_task(self, task: Task, index: int) -> None:
-        # The kappa schedule is laid over this task's optimiser steps (one per batch).
-        self._total_steps = self.epochs * math.ceil(len(task.train) / self.batch_size)
-        self._steps, self._pending = 0, False
+        self._steps = 0
         for adapter in self.adapters():
             adapter.active = True
 
     def after_task(self, task: Task, index: int) -> None:
-        self._proximal_step()
         kept = {}
         with torch.no_grad():
             for name, layer in self.layers.items():
@@ -170,23 +165,21 @@ class RankSelectiveLora(ContinualStrategy):
 
     # ------------------------------------------------------------------ step hooks
 
-    def forward(self, batch: dict):
-        self._proximal_step()
-        return self.backbone(batch)
-
-    def on_after_backward(self) -> None:
-        # The optimiser step follows this hook; its proximal step waits for the next forward.
-        self._steps += 1
-        self._pending = True
+    def configure_optimizer(self, params: list[nn.Parameter], total_steps: int):
+        """AdamW(betas 0.9, 0.9999) with a cosine schedule to zero, as the official code."""
+        self._total_steps = total_steps  # the kappa staircase spans exactly these steps
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
+                                      betas=(0.9, 0.9999))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1))))
+        return optimizer, schedule
 
     @torch.no_grad()
-    def _proximal_step(self) -> None:
-        """Soft-threshold every gate for the optimiser step taken since the last call, if any."""
-        if not self._pending:
-            return
-        self._pending = False
-        kappa = kappa_schedule(self._steps - 1, self._total_steps, self.max_kappa,
+    def after_optimizer_step(self) -> None:
+        """The proximal step for the l1 penalty on the gates, at this step's kappa."""
+        kappa = kappa_schedule(self._steps, self._total_steps, self.max_kappa,
                                self.dense_fraction, self.kappa_levels)
+        self._steps += 1
         if kappa > 0:
             for adapter in self.adapters():
                 adapter.gate.copy_(soft_threshold(adapter.gate, kappa))

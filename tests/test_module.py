@@ -1,0 +1,46 @@
+"""The Lightning module calls the strategy's step hooks in the order methods rely on."""
+
+import torch
+
+from mcl.data import toy_world
+from mcl.loop import LoopConfig, fit_task
+from mcl.strategies.finetune import Finetune
+
+
+class Recording(Finetune):
+    """Finetune that records what the loop tells it (not registered)."""
+
+    name = "recording"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.events: list[str] = []
+        self.total_steps = None
+        self.rates: list[float] = []
+
+    def configure_optimizer(self, params, total_steps):
+        self.total_steps = total_steps
+        optimizer = self.optimizer = torch.optim.SGD(params, lr=self.lr)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 ** s)
+
+    def on_after_backward(self) -> None:
+        self.before = self._params[0].detach().clone()
+        self.events.append("backward")
+
+    def after_optimizer_step(self) -> None:
+        updated = not torch.equal(self._params[0].detach(), self.before)
+        self.events.append("step" if updated else "step-before-update")
+        self.rates.append(self.optimizer.param_groups[0]["lr"])
+
+
+def test_hooks_run_once_per_step_after_the_update_with_the_strategy_optimizer(micro_backbone,
+                                                                           tmp_path):
+    strategy = Recording(epochs=2, batch_size=8, lr=1.0)
+    strategy.setup(micro_backbone)
+    items = micro_backbone.encode(toy_world.generate("capability_colour", 24, 0, "train"),
+                                  with_answer=True)
+    fit_task(strategy, items, "t", LoopConfig(progress_bar=False), seed=0, loggers=[],
+             run_dir=tmp_path)
+    assert strategy.total_steps == 6  # 2 epochs x 3 batches
+    assert strategy.events == ["backward", "step"] * 6
+    assert strategy.rates == [0.5**k for k in range(6)]  # the strategy's schedule, per step
