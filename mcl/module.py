@@ -8,6 +8,10 @@ import torch
 from mcl.strategies.base import ContinualStrategy
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 class ContinualModule(L.LightningModule):
     """Training step, backward hook and optimiser, all decided by the strategy."""
 
@@ -20,6 +24,14 @@ class ContinualModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.strategy.forward(batch)
         loss = self.strategy.loss(batch, outputs)
+        if not torch.isfinite(loss):
+            # Stop before this loss reaches the weights; the last finished task's checkpoint
+            # on disk is untouched, and re-running the command resumes from it.
+            raise NonFiniteLossError(
+                f"the training loss of task {self.task_name!r} became {loss.item()} at step "
+                f"{self.global_step}; the run stops and keeps the checkpoint of the last "
+                f"finished task. Lower method.lr (now {self.strategy.lr}) or clip gradients "
+                "(trainer.gradient_clip_val), then re-run the same command to resume.")
         self.log(f"train_loss/{self.task_name}", loss, prog_bar=True,
                  batch_size=batch["input_ids"].shape[0])
         return loss

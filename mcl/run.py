@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -17,6 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mcl.io import write_json
 from mcl.loop import LoopConfig, run_stream
 from mcl.results import environment, summary_table
 from mcl.strategies.base import ContinualStrategy, build_strategy
@@ -95,7 +98,17 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # One failed job must not end the sweep: record why, and let the next job start.
+        # `python -m mcl.report` lists the run as failed with this message.
+        write_json(run_dir / "failed.json", {"error": f"{type(err).__name__}: {err}",
+                                             "traceback": traceback.format_exc()})
+        print(f"run failed, the sweep goes on: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MICRO, compose_config
+from conftest import CONF, MICRO, compose_config
+from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
 from mcl.backbones.llava import LlavaBackbone
@@ -162,3 +163,32 @@ def test_cli_logs_to_wandb_offline_and_tensorboard(tmp_path):
     files = {p.name for p in offline[0].glob("files/**/*")}
     assert any(n.startswith("accuracy_matrix") for n in files), files
     assert any(n.startswith("accuracy_heatmap") and n.endswith(".png") for n in files), files
+
+
+def test_sweep_goes_on_past_a_failed_run_and_the_report_marks_it(tmp_path):
+    micro = [o for o in MICRO if not o.startswith("stream=")]
+    result = _cli("-m", *micro, "stream=coast_domain,toy_micro", f"data_root={tmp_path}/none",
+                  f"hydra.sweep.dir={tmp_path}", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    failed = tmp_path / "tiny_llava_micro" / "coast_domain" / "finetune" / "seed0"
+    assert "MissingDataError" in json.loads((failed / "failed.json").read_text())["error"]
+    assert (tmp_path / "tiny_llava_micro" / "toy_micro" / "finetune" / "seed0" /
+            "results.json").exists()  # the job after the failed one ran
+    report = subprocess.run([sys.executable, "-m", "mcl.report", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "MissingDataError" in report.stdout and "coast_domain" in report.stdout
+
+
+@pytest.mark.parametrize("launcher,target,field,value", [
+    ("basic", "BasicLauncher", None, None),
+    ("parallel", "JoblibLauncher", "n_jobs", 2),
+    ("slurm", "SlurmLauncher", "max_num_timeout", 3),
+])
+def test_launchers_compose(launcher, target, field, value):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if field:
+        assert cfg.hydra.launcher[field] == value

@@ -66,6 +66,10 @@ def load_run(results: Path) -> Run:
 def failed_run(path: Path) -> Run:
     """A Hydra job directory without results.json; its names come from .hydra/config.yaml."""
     run = Run(path=path, status=FAILED, reason="no results.json")
+    try:  # mcl.run leaves the error of a failed sweep job in failed.json
+        run.reason = json.loads((path / "failed.json").read_text())["error"].splitlines()[0]
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
     try:
         cfg = yaml.safe_load((path / ".hydra" / "config.yaml").read_text()) or {}
         run.backbone = str(cfg["backbone"]["name"])
