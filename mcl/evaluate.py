@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mcl.data.task import Sample
+from mcl.distributed import all_sum, rank_and_world
 from mcl.metrics.answers import match_answer
 
 GenerateFn = Callable[[dict], list[str]]
@@ -23,13 +24,16 @@ def evaluate_items(generate: GenerateFn, backbone, items: Sequence[dict], batch_
     if not items:
         raise ValueError("nothing to evaluate: the test split is empty")
     device = device or next(backbone.parameters()).device
+    rank, world = rank_and_world()
+    items = items[rank::world]  # each process answers its share; the counts are summed once
     correct = 0
     for start in range(0, len(items), batch_size):
         batch = backbone.collate_generate(items[start : start + batch_size])
         predictions = generate(_to_device(batch, device))
         correct += sum(match_answer(p, a, m) for p, a, m in
                        zip(predictions, batch["answers"], batch["match"], strict=True))
-    return correct / len(items)
+    correct, total = all_sum([float(correct), float(len(items))])
+    return correct / total
 
 
 def evaluate_samples(generate: GenerateFn, backbone, samples: Sequence[Sample],

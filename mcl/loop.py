@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mcl import results as results_io
 from mcl.data.task import Stream
+from mcl.distributed import GlobalBatches, barrier, is_main
 from mcl.evaluate import evaluate_items
 from mcl.module import ContinualModule
 from mcl.strategies.base import ContinualStrategy
@@ -36,6 +37,8 @@ class LoopConfig:
 
     accelerator: str = "cpu"
     devices: int | str = 1
+    strategy: str = "auto"  # Lightning's: ddp, fsdp, ...
+    num_nodes: int = 1
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
     eval_batch_size: int = 128
@@ -68,11 +71,11 @@ def evaluate_stream(strategy: ContinualStrategy, test_items: Sequence[list[dict]
 def fit_task(strategy: ContinualStrategy, items: list[dict], task_name: str, cfg: LoopConfig,
              seed: int, loggers: Sequence, run_dir: Path) -> None:
     """Train the strategy's parameters on one task with a fresh Lightning Trainer."""
-    loader = DataLoader(items, batch_size=strategy.batch_size, shuffle=True,
-                        collate_fn=strategy.backbone.collate_train,
-                        generator=torch.Generator().manual_seed(seed))
+    sampler = GlobalBatches(len(items), strategy.batch_size, torch.Generator().manual_seed(seed))
+    loader = DataLoader(items, batch_sampler=sampler, collate_fn=strategy.backbone.collate_train)
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes, use_distributed_sampler=False, precision=cfg.precision,
         max_epochs=strategy.epochs, gradient_clip_val=cfg.gradient_clip_val,
         deterministic=cfg.deterministic, logger=list(loggers) or False,
         log_every_n_steps=cfg.log_every_n_steps, enable_checkpointing=False,
@@ -107,7 +110,8 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         R[0] = evaluate_stream(strategy, test_items, cfg, "zero-shot evaluation")
         timings.append({"task": "zero-shot", "train_s": 0.0,
                         "eval_s": time.perf_counter() - start})
-        results_io.save_progress(run_dir, names, R, 0, timings, meta)
+        if is_main():
+            results_io.save_progress(run_dir, names, R, 0, timings, meta)
 
     for i in range(done, len(names)):
         task = stream.tasks[i]
@@ -124,14 +128,18 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         R[i + 1] = evaluate_stream(strategy, test_items, cfg, f"evaluation after {task.name}")
         timings.append({"task": task.name, "train_s": train_s,
                         "eval_s": time.perf_counter() - start})
-        # Checkpoint first, then declare the task finished: a kill in between re-runs the task.
-        results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
-                                                "task": task.name})
-        results_io.save_progress(run_dir, names, R, i + 1, timings, meta)
-        for logger in loggers:
-            logger.log_metrics({f"acc/{n}": float(R[i + 1, j]) for j, n in enumerate(names)}
-                               | {"acc/seen_mean": float(np.mean(R[i + 1, : i + 1]))},
-                               step=i + 1)
-        print(f"[{i + 1}/{len(names)}] {task.name}: " +
-              " ".join(f"{n}={R[i + 1, j]:.3f}" for j, n in enumerate(names)))
+        if is_main():  # every rank holds the same state; one writes it
+            # Checkpoint first, then declare the task finished: a kill in between re-runs it.
+            results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
+                                                    "task": task.name})
+            results_io.save_progress(run_dir, names, R, i + 1, timings, meta)
+            for logger in loggers:
+                logger.log_metrics({f"acc/{n}": float(R[i + 1, j]) for j, n in enumerate(names)}
+                                   | {"acc/seen_mean": float(np.mean(R[i + 1, : i + 1]))},
+                                   step=i + 1)
+            print(f"[{i + 1}/{len(names)}] {task.name}: " +
+                  " ".join(f"{n}={R[i + 1, j]:.3f}" for j, n in enumerate(names)))
+        barrier()
+    if not is_main():
+        return {"tasks": names, "completed_tasks": len(names), "matrix": R.tolist()}
     return results_io.finalize(run_dir, names, R, timings, meta)

@@ -19,7 +19,8 @@ from hydra.types import RunMode
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mcl.io import write_json
+from mcl.distributed import init_from_env, is_main
+from mcl.io import write_json, write_text
 from mcl.loop import LoopConfig, run_stream
 from mcl.results import environment, summary_table
 from mcl.strategies.base import ContinualStrategy, build_strategy
@@ -76,8 +77,9 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     loop_cfg = LoopConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     if loggers is None:
         loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    init_from_env(loop_cfg.accelerator)
+    if is_main():
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     backbone = build(cfg.backbone, _convert_="all")
     strategy.setup(backbone)
@@ -88,11 +90,12 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
             **environment()}
     results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
                          resume=cfg.resume, meta=meta)
-    from mcl.loggers import log_final
+    if is_main():
+        from mcl.loggers import log_final
 
-    log_final(loggers, results, run_dir / "matrix.png")
-    print(summary_table(results))
-    print(f"outputs in {run_dir}")
+        log_final(loggers, results, run_dir / "matrix.png")
+        print(summary_table(results))
+        print(f"outputs in {run_dir}")
     return results
 
 
