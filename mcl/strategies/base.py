@@ -120,7 +120,9 @@ class ContinualStrategy:
                                        torch.optim.lr_scheduler.LRScheduler | None]:
         """The optimiser for one task's `total_steps` steps, and an optional per-step learning
         rate schedule. AdamW at a constant rate unless a method's paper says otherwise."""
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay), None
+        fused = bool(params) and all(p.is_cuda for p in params)  # one kernel for all tensors
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
+                                 fused=fused), None
 
     def generate(self, batch: dict) -> list[str]:
         """Answers for an evaluation batch."""
