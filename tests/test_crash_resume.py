@@ -46,7 +46,7 @@ def test_sigkill_mid_task_then_rerun_equals_uninterrupted(tmp_path):
         if state is not None:
             break
         time.sleep(0.05)
-    delay = random.uniform(0.0, 0.9 * training_s)  # inside the training of some task
+    delay = random.uniform(0.0, 0.6 * training_s)  # inside the training of some task
     end = time.time() + delay
     while time.time() < end and process.poll() is None:
         _read_results(killed / "results.json")
