@@ -7,13 +7,15 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from mcl.results import row_label
+
 
 def log_final(loggers: Sequence, results: dict, heatmap: Path) -> None:
     """The metrics as scalars everywhere; the matrix as a table and the heatmap as an image where
     the logger can show them (W&B, TensorBoard)."""
     metrics = {f"final/{k}": v for k, v in results["metrics"].items() if v is not None}
     names = results["tasks"]
-    rows = [["zero-shot" if i == 0 else names[i - 1], *row]
+    rows = [[row_label(i, names), *row]
             for i, row in enumerate(results["matrix"])]
     for logger in loggers:
         logger.log_metrics(metrics, step=len(names))

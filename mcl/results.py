@@ -53,7 +53,8 @@ def _matrix_to_json(R: np.ndarray) -> list[list[float | None]]:
     return [[None if np.isnan(v) else float(v) for v in row] for row in R]
 
 
-def _matrix_from_json(rows: list[list[float | None]]) -> np.ndarray:
+def matrix_from_json(rows: list[list[float | None]]) -> np.ndarray:
+    """The matrix as results.json stores it (null = not evaluated) back to floats with NaN."""
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
 
 
@@ -80,7 +81,12 @@ def load_progress(run_dir: Path, names: list[str]) -> dict | None:
         raise ValueError(f"{run_dir} holds a run of other tasks ({data.get('tasks')}); "
                          "use another output directory or resume=false to start over")
     return {"completed_tasks": data["completed_tasks"], "timings": data["timings"],
-            "matrix": _matrix_from_json(data["matrix"])}
+            "matrix": matrix_from_json(data["matrix"])}
+
+
+def row_label(i: int, names: list[str]) -> str:
+    """Name of row i of the matrix: before any training, or after task i."""
+    return "zero-shot" if i == 0 else names[i - 1]
 
 
 def matrix_csv(R: np.ndarray, names: list[str]) -> str:
@@ -88,8 +94,7 @@ def matrix_csv(R: np.ndarray, names: list[str]) -> str:
     writer = csv.writer(out)
     writer.writerow(["after", *names])
     for i, row in enumerate(R):
-        label = "zero-shot" if i == 0 else names[i - 1]
-        writer.writerow([label, *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
+        writer.writerow([row_label(i, names), *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
     return out.getvalue()
 
 
@@ -106,12 +111,11 @@ def finalize(run_dir: Path, names: list[str], R: np.ndarray, timings: list[dict]
 def summary_table(data: dict) -> str:
     """The accuracy matrix and the metrics as a plain-text table for the terminal."""
     names = data["tasks"]
-    R = _matrix_from_json(data["matrix"])
+    R = matrix_from_json(data["matrix"])
     width = max(12, *(len(n) for n in names))
     lines = ["after".ljust(width) + "".join(n[:width].rjust(width + 1) for n in names)]
     for i, row in enumerate(R):
-        label = "zero-shot" if i == 0 else names[i - 1]
-        lines.append(label[:width].ljust(width) +
+        lines.append(row_label(i, names)[:width].ljust(width) +
                      "".join(("-" if np.isnan(v) else f"{100 * v:.1f}").rjust(width + 1)
                              for v in row))
     lines.append("")

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-import mcl.strategies.continual_llava  # noqa: F401  (registers the strategy)
 from mcl.data import toy_world
 from mcl.data.task import Task
 from mcl.strategies.base import build_strategy

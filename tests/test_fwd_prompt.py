@@ -4,7 +4,6 @@ enter old tasks' subspaces, only the prompt pool receives gradients, and state r
 import pytest
 import torch
 
-import mcl.strategies.fwd_prompt  # noqa: F401  (registers the strategy)
 from mcl.data import toy_world
 from mcl.data.task import Task
 from mcl.strategies import build_strategy

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mcl.io import write_text
+from mcl.report.plots import make_plots
 from mcl.report.runs import ReportError, find_runs
 from mcl.report.table import build_rows, markdown, to_csv
 
@@ -35,9 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text, table = markdown(rows), to_csv(rows)
     write_text(out / "report.md", text)
     write_text(out / "report.csv", table)
-    # Imported here so that bad input is reported without paying for matplotlib and torch.
-    from mcl.report.plots import make_plots
-
     images = make_plots(rows, out)
     if args.wandb:
         from mcl.report.to_wandb import log_report

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mcl.results import matrix_from_json
+
 COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 UNKNOWN = "?"
 
@@ -39,10 +41,6 @@ class Run:
         return (self.backbone, self.stream, self.method)
 
 
-def _matrix(rows: list[list[float | None]]) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
-
-
 def load_run(results: Path) -> Run:
     """The run whose results.json is ``results``; unreadable files make a failed run."""
     path = results.parent
@@ -53,7 +51,7 @@ def load_run(results: Path) -> Run:
         run = Run(path=path, status=COMPLETE, backbone=str(data.get("backbone", UNKNOWN)),
                   stream=str(data.get("stream", UNKNOWN)), method=str(data.get("method", UNKNOWN)),
                   seed=data.get("seed"), tasks=tasks, completed=completed,
-                  matrix=_matrix(data["matrix"]), metrics=dict(data.get("metrics") or {}))
+                  matrix=matrix_from_json(data["matrix"]), metrics=dict(data.get("metrics") or {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         # A truncated or foreign results.json is a broken run, not a reason to stop the report.
         return Run(path=path, status=FAILED, reason=f"unreadable results.json ({error})")

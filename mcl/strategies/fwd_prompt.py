@@ -23,9 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mcl.backbones.llava import IGNORE_INDEX
 from mcl.strategies.base import ContinualStrategy, register
-
-IGNORE_INDEX = -100  # label value the loss skips (as in the backbone's collate)
 
 
 def energy_rank(energies: torch.Tensor, threshold: float) -> int:
