@@ -37,7 +37,7 @@ R3 = np.array(
 # forgetting  = ((max(0.90, 0.92) - 0.70) + (0.95 - 0.85)) / 2   = (0.22 + 0.10) / 2 = 0.16
 # bwt         = ((0.70 - 0.90) + (0.85 - 0.95)) / 2              = -0.15
 # fwt         = ((0.50 - 0.40) + (0.45 - 0.30)) / 2              = 0.125
-# transfer    = (0.50 + 0.35 + 0.45) / 3                         = 0.433333
+# transfer    = (0.50 + (0.35 + 0.45) / 2) / 2  (ZSCL, per task)    = 0.45
 # mtil_avg    = (1.75 + 2.32 + 2.45) / 9                         = 6.52 / 9 = 0.724444
 EXPECTED_R3 = {
     "last": 2.45 / 3,
@@ -45,7 +45,7 @@ EXPECTED_R3 = {
     "forgetting": 0.16,
     "bwt": -0.15,
     "fwt": 0.125,
-    "transfer": 1.30 / 3,
+    "transfer": 0.45,
     "mtil_average": 6.52 / 9,
 }
 
@@ -56,7 +56,7 @@ def test_three_task_matrix_individual_functions() -> None:
     assert forgetting(R3) == pytest.approx(0.16)
     assert backward_transfer(R3) == pytest.approx(-0.15)
     assert forward_transfer(R3) == pytest.approx(0.125)
-    assert mtil_transfer(R3) == pytest.approx(0.433333, abs=1e-6)
+    assert mtil_transfer(R3) == pytest.approx(0.45)
     assert mtil_average(R3) == pytest.approx(0.724444, abs=1e-6)
 
 
@@ -95,7 +95,7 @@ def test_nan_entries_are_ignored() -> None:
     r[1, 2] = np.nan  # task 2 not evaluated after task 0
     r[0, 1] = np.nan  # no zero-shot number for task 1
     metrics = compute_metrics(r)
-    # transfer: (0.50 + 0.45) / 2 = 0.475
+    # transfer: task 1: 0.50; task 2: row 2 only (row 1 is NaN), 0.45; (0.50 + 0.45) / 2
     assert metrics["transfer"] == pytest.approx(0.475)
     # fwt: only task 2 is defined: 0.45 - 0.30 = 0.15
     assert metrics["fwt"] == pytest.approx(0.15)
@@ -123,3 +123,17 @@ def test_nan_in_forgetting_history_and_all_nan() -> None:
 def test_bad_shape_raises(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=r"\(T \+ 1, T\).*got shape"):
         compute_metrics(np.zeros(shape))
+
+
+def test_mtil_transfer_is_zscl_per_task_mean_not_the_flat_mean() -> None:
+    # T = 4. Cells before each task was trained (zero-shot row excluded):
+    #   task 1: R[1,1] = 0.6;  task 2: R[1,2], R[2,2] = 0.5, 0.3;  task 3: 0.1, 0.2, 0.9
+    R4 = np.array([[0.2, 0.3, 0.4, 0.5],
+                   [0.9, 0.6, 0.5, 0.1],
+                   [0.8, 0.9, 0.3, 0.2],
+                   [0.7, 0.8, 0.9, 0.9],
+                   [0.6, 0.7, 0.8, 0.9]])
+    # ZSCL (mtil/results.ipynb): (0.6 + (0.5 + 0.3) / 2 + (0.1 + 0.2 + 0.9) / 3) / 3 = 1.4 / 3
+    assert mtil_transfer(R4) == pytest.approx(1.4 / 3)
+    flat = (0.6 + 0.5 + 0.1 + 0.3 + 0.2 + 0.9) / 6  # the old, wrong definition: 2.6 / 6
+    assert abs(mtil_transfer(R4) - flat) > 0.03

@@ -41,6 +41,28 @@ def test_soft_threshold_sets_gates_within_kappa_exactly_to_zero():
     assert torch.allclose(out[~small], torch.tensor([-0.2, 0.4]))
 
 
+def test_official_update_zeroes_the_band_kappa_to_2kappa_the_soft_one_keeps_it():
+    kappa = 0.1
+    # One value in each band: |g| < kappa, kappa < |g| < 2 kappa (1.5 kappa), |g| > 2 kappa.
+    gates = torch.tensor([0.05, -0.05, 0.15, -0.15, 0.35, -0.35])
+    # models/codyra.py by hand: 0.15 -> 0.05 by the first mask, then < kappa -> 0.
+    official = rsl.official_proximal(gates, kappa)
+    assert torch.allclose(official, torch.tensor([0.0, 0.0, 0.0, 0.0, 0.25, -0.25]))
+    assert official[2].item() == 0.0 and official[3].item() == 0.0  # exactly 0
+    # The paper's soft threshold: the 1.5 kappa gate keeps 0.5 kappa.
+    soft = rsl.soft_threshold(gates, kappa)
+    assert torch.allclose(soft, torch.tensor([0.0, 0.0, 0.05, -0.05, 0.25, -0.25]))
+    # |g| = kappa exactly: the official masks (strict comparisons) leave it, soft zeroes it.
+    edge = torch.tensor([0.25, -0.25])
+    assert torch.equal(rsl.official_proximal(edge, 0.25), edge)
+    assert torch.equal(rsl.soft_threshold(edge, 0.25), torch.zeros(2))
+
+
+def test_unknown_proximal_is_refused():
+    with pytest.raises(ValueError, match="method.proximal"):
+        rsl.RankSelectiveLora(proximal="hard")
+
+
 def test_kappa_schedule_is_zero_while_dense_then_climbs_the_official_staircase():
     kappas = [rsl.kappa_schedule(k, 500, 5e-3, 0.5, 50) for k in range(500)]
     assert all(k == 0.0 for k in kappas[:251])  # the official loop prunes only after step 250
@@ -50,9 +72,13 @@ def test_kappa_schedule_is_zero_while_dense_then_climbs_the_official_staircase()
     assert all(a <= b for a, b in zip(kappas, kappas[1:], strict=False))
 
 
-def test_proximal_step_follows_each_optimiser_step_on_the_schedule(micro_backbone):
+@pytest.mark.parametrize(("proximal", "expected"), [("official", [0.0, 0.0, 0.0, -0.7]),
+                                                     ("soft", [0.0, 0.0, 0.2, -0.7])])
+def test_proximal_step_follows_each_optimiser_step_on_the_schedule(micro_backbone, proximal,
+                                                                   expected):
     # 4 steps, dense warm-up 2 steps, 2 levels: the prox after step 3 uses max_kappa.
-    strategy = rsl.RankSelectiveLora(r=4, epochs=1, batch_size=1, max_kappa=0.3, kappa_levels=2)
+    strategy = rsl.RankSelectiveLora(r=4, epochs=1, batch_size=1, max_kappa=0.3, kappa_levels=2,
+                                     proximal=proximal)
     strategy.setup(micro_backbone)
     strategy.before_task(Task("t", TASK.train[:4], TASK.test), 0)
     strategy.configure_optimizer(strategy.trainable_parameters(), total_steps=4)
@@ -63,7 +89,8 @@ def test_proximal_step_follows_each_optimiser_step_on_the_schedule(micro_backbon
         strategy.after_optimizer_step()
     assert torch.equal(adapter.gate.detach(), torch.tensor([0.2, -0.25, 0.5, -1.0]))
     strategy.after_optimizer_step()  # step 3
-    assert torch.allclose(adapter.gate.detach(), torch.tensor([0.0, 0.0, 0.2, -0.7]))
+    # 0.5 lies in (kappa, 2 kappa): official 0, soft 0.2.
+    assert torch.allclose(adapter.gate.detach(), torch.tensor(expected))
     assert adapter.gate[0].item() == 0.0 and adapter.gate[1].item() == 0.0
 
 

@@ -23,7 +23,11 @@ METRIC_DEFINITIONS: dict[str, str] = {
     ),
     "bwt": "mean_{j=0..T-2} R[T, j] - R[j+1, j] (Lopez-Paz & Ranzato 2017, GEM)",
     "fwt": "mean_{j=1..T-1} R[j, j] - R[0, j] (Lopez-Paz & Ranzato 2017, GEM)",
-    "transfer": "mean_{1<=i<=T-1, j>=i} R[i, j] (Zheng et al. 2023, ZSCL/MTIL 'Transfer')",
+    "transfer": (
+        "mean_{j=1..T-1} (mean_{i=1..j} R[i, j]): per task, its accuracy before it was trained "
+        "(rows after tasks 1..j), then the mean over tasks 2..T (Zheng et al. 2023, ZSCL/MTIL "
+        "'Transfer', mtil/results.ipynb)"
+    ),
     "mtil_average": "mean_{1<=i<=T, j} R[i, j] (Zheng et al. 2023, ZSCL/MTIL 'Avg.')",
 }
 
@@ -115,17 +119,20 @@ def forward_transfer(R: npt.ArrayLike) -> float:
 
 
 def mtil_transfer(R: npt.ArrayLike) -> float:
-    """MTIL "Transfer": mean of ``R[i, j]`` for ``1 <= i <= T-1`` and ``j >= i``.
+    """MTIL "Transfer": ``mean_{j=1..T-1} (mean_{i=1..j} R[i, j])``.
 
-    These are accuracies on tasks not trained yet (upper triangle, zero-shot row excluded),
-    measuring how well zero-shot ability survives. Undefined (NaN) for ``T < 2``.
-    Source: Zheng et al. 2023, "Preventing Zero-Shot Transfer Degradation in Continual
-    Learning of Vision-Language Models" (ZSCL), MTIL benchmark.
+    For each task after the first (0-based column ``j``, trained at row ``j + 1``) the mean of its
+    accuracies in the rows before it was trained, the zero-shot row excluded (rows ``1..j``);
+    then the mean of these per-task values. It measures how well the zero-shot ability on tasks
+    not trained yet survives. It is not the flat mean of the cells above the diagonal: that
+    weights early tasks' columns less, and the two differ for ``T >= 3``. Undefined (NaN) for
+    ``T < 2``. Source: Zheng et al. 2023, "Preventing Zero-Shot Transfer Degradation in
+    Continual Learning of Vision-Language Models" (ZSCL), MTIL benchmark, as its
+    ``mtil/results.ipynb`` computes it (CoDyRA's ``main.py`` computes the same).
     """
     arr = check_matrix(R)
     T = _num_tasks(arr)
-    upper = [arr[i, j] for i in range(1, T) for j in range(i, T)]
-    return _nanmean(upper)
+    return _nanmean([_nanmean(arr[1 : j + 1, j]) for j in range(1, T)])
 
 
 def mtil_average(R: npt.ArrayLike) -> float:

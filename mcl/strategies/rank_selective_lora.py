@@ -6,11 +6,20 @@ Artificer-AI-Lab/CoDyRA (loralib/codyra.py, models/codyra.py).
 
 Every wrapped linear layer W gets the update B diag(g) A (scale 1) with one learnable importance
 gate g_i per rank. The task loss trains A, B and g; after each optimiser step a proximal step for
-an l1 penalty on g, the soft-threshold g <- sign(g) max(|g| - kappa, 0), drives gates exactly to
-zero. kappa is 0 during a dense warm-up (the first half of the task's steps), then climbs a
+an l1 penalty on g drives gates exactly to zero (`proximal`, below). kappa is 0 during a dense
+warm-up (the first half of the task's steps), then climbs a
 staircase of `kappa_levels` values up to `max_kappa`. After the task the ranks whose gate is zero
 are dropped, the rest is merged into W, and a fresh adapter (A Kaiming, B = 0, g ~ N(0, 1)) waits
 for the next task; between tasks the adapter is switched off, so inference runs the plain layers.
+
+The proximal step (`proximal`). The paper's equation is the soft threshold, the proximal operator
+of kappa ||g||_1: g <- sign(g) max(|g| - kappa, 0) (`proximal: soft`). The official training loop
+(models/codyra.py, `train_model`, after `optimizer.step()`) applies three in-place masks instead:
+g > kappa gets g - kappa, then g < -kappa gets g + kappa, then every gate whose magnitude is now
+below kappa becomes 0. The last mask reads the already-shrunk values, so a gate with
+kappa < |g| < 2 kappa, which the soft threshold keeps at sign(g)(|g| - kappa), becomes exactly 0,
+and a gate with |g| = kappa exactly is left as it is. The published numbers come from that code,
+so it is the default (`proximal: official`).
 
 As in the official training loop: the proximal step follows every optimiser step
 (`after_optimizer_step`), the kappa staircase spans the task's optimiser steps (the loop passes
@@ -39,6 +48,17 @@ ADAPTER = "codyra"  # name of the adapter child module added to every wrapped li
 def soft_threshold(x: torch.Tensor, kappa: float) -> torch.Tensor:
     """The proximal operator of kappa * ||x||_1: shrink by kappa, exactly 0 where |x| <= kappa."""
     return torch.where(x.abs() > kappa, x - kappa * x.sign(), torch.zeros_like(x))
+
+
+def official_proximal(x: torch.Tensor, kappa: float) -> torch.Tensor:
+    """The official code's three masks (see the module docstring): shrink by kappa where
+    |x| > kappa, then zero whatever is now below kappa in magnitude. So |x| < kappa and
+    kappa < |x| < 2 kappa give 0, |x| >= 2 kappa gives sign(x)(|x| - kappa), |x| = kappa stays."""
+    shrunk = torch.where(x.abs() > kappa, x - kappa * x.sign(), x)
+    return torch.where(shrunk.abs() < kappa, torch.zeros_like(x), shrunk)
+
+
+PROXIMAL = {"official": official_proximal, "soft": soft_threshold}
 
 
 def kappa_schedule(step: int, total: int, max_kappa: float, dense_fraction: float,
@@ -105,7 +125,7 @@ class GatedLoRA(nn.Module):
 
 @register("rank_selective_lora")
 class RankSelectiveLora(PartsStrategy):
-    """Gated LoRA on every linear layer of `parts`, pruned by soft-thresholding, merged per task."""
+    """Gated LoRA on every linear layer of `parts`, pruned by a proximal step, merged per task."""
 
     requires = frozenset({"linear_layers"})
     families = frozenset({"instruction", "classification"})
@@ -115,7 +135,7 @@ class RankSelectiveLora(PartsStrategy):
                      "classification": ("vision", "head")}
 
     def __init__(self, r: int = 16, max_kappa: float = 5e-3, dense_fraction: float = 0.5,
-                 kappa_levels: int = 50, **kwargs) -> None:
+                 kappa_levels: int = 50, proximal: str = "official", **kwargs) -> None:
         super().__init__(**kwargs)
         if r <= 0:
             raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")
@@ -125,7 +145,12 @@ class RankSelectiveLora(PartsStrategy):
             raise ValueError(f"method.dense_fraction must lie in [0, 1), got {dense_fraction}")
         if kappa_levels < 2:
             raise ValueError(f"method.kappa_levels must be at least 2, got {kappa_levels}")
+        if proximal not in PROXIMAL:
+            raise ValueError(f"method.proximal must be one of {sorted(PROXIMAL)} (official: the "
+                             f"official code's masks; soft: the paper's soft threshold), got "
+                             f"{proximal!r}")
         self.r = r
+        self.proximal = proximal
         self.max_kappa, self.dense_fraction, self.kappa_levels = (max_kappa, dense_fraction,
                                                                   kappa_levels)
         self.layers: dict[str, nn.Linear] = {}
@@ -195,13 +220,14 @@ class RankSelectiveLora(PartsStrategy):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """The proximal step for the l1 penalty on the gates, at this step's kappa."""
+        """The proximal step for the l1 penalty on the gates, at this step's kappa (`proximal`)."""
         kappa = kappa_schedule(self._steps, self._total_steps, self.max_kappa,
                                self.dense_fraction, self.kappa_levels)
         self._steps += 1
         if kappa > 0:
+            step = PROXIMAL[self.proximal]
             for adapter in self.adapters():
-                adapter.gate.copy_(soft_threshold(adapter.gate, kappa))
+                adapter.gate.copy_(step(adapter.gate, kappa))
 
     # ------------------------------------------------------------------ state
 
