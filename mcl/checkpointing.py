@@ -5,15 +5,22 @@ strategy's extra state, optimiser, LR schedule, loop counters, RNG, data positio
 mcl.module.ContinualModule.on_save_checkpoint) to `checkpoints/task_NNN.step.ckpt`, replacing
 the previous one atomically. Re-running the command hands it to `trainer.fit(ckpt_path=...)`;
 once the task's own checkpoint (task_NNN.pt) and results.json are written, it is deleted.
+
+SIGINT and SIGTERM (`StopOnSignal`, `StopAtStepBoundary`) write that checkpoint at the next step
+boundary and stop the run with `Interrupted`; `python -m mcl.run` then says how to resume and
+exits with 128 + the signal's number (130, 143).
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mcl.io import save_torch
@@ -70,3 +77,76 @@ def remove_stale(run_dir: str | Path, keep_task: int | None) -> None:
             path.unlink(missing_ok=True)
     for path in folder.glob(".*.tmp"):
         path.unlink(missing_ok=True)
+
+
+class Interrupted(Exception):
+    """The run stopped on SIGINT / SIGTERM after saving where it was (`saved` says what)."""
+
+    def __init__(self, signum: int, saved: str) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: {saved}")
+        self.signum, self.saved = signum, saved
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class StopOnSignal:
+    """While active, SIGINT (Ctrl-C) and SIGTERM (SLURM pre-emption, `kill`) only ask the run to
+    stop at the next step boundary (`requested`); a second one acts as usual (kills at once).
+    Only the main thread can handle signals: elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        print(f"\n{signal.Signals(signum).name} received: stopping at the next step boundary "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def install(self) -> None:
+        """(Re-)install the handlers, e.g. over the SIGTERM handler Lightning sets in fit."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            if signum != self.signum:  # after a first signal, the second one acts as usual
+                current = signal.getsignal(signum)
+                if current != self._handle:
+                    self._previous.setdefault(signum, current)
+                    signal.signal(signum, self._handle)
+
+    def __enter__(self) -> StopOnSignal:
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+
+
+class StopAtStepBoundary(Callback):
+    """After the optimiser step during which a stop was requested: write the task's step
+    checkpoint and raise `Interrupted`, so the re-run continues from exactly this step."""
+
+    def __init__(self, stop: StopOnSignal, run_dir: str | Path, task_index: int) -> None:
+        self.stop, self.path = stop, step_checkpoint_path(run_dir, task_index)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.stop.install()  # Lightning has put its own SIGTERM handler in place by now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.stop.requested or (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        trainer.save_checkpoint(self.path)
+        raise Interrupted(self.stop.signum, f"the step checkpoint of task "
+                                            f"{pl_module.task_name!r} at step "
+                                            f"{trainer.global_step} is in {self.path}")

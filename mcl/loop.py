@@ -1,7 +1,10 @@
 """The continual loop: for each task, the strategy's hooks, fit, then evaluate every task.
 
-It fills the accuracy matrix R (row 0 before any training), checkpoints after every task and
-resumes after the last finished one. It knows nothing about any one method.
+It fills the accuracy matrix R (row 0: the pre-trained backbone's own zero-shot accuracy, the
+same for every method; a method whose untrained state answers differently has that row recorded
+as `initial`), keeps every cell's per-sample answers (predictions/), checkpoints after every task
+and resumes after the last finished one. SIGINT / SIGTERM stop it at the next step boundary with
+a step checkpoint (mcl.checkpointing.StopOnSignal). It knows nothing about any one method.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from mcl import results as results_io
 from mcl.data.label_space import is_classification, label_spaces
 from mcl.data.task import EncodedSamples, Stream
 from mcl.distributed import GlobalBatches, barrier, is_main
-from mcl.evaluate import evaluate_items
+from mcl.evaluate import cell_score, evaluate_records
 from mcl.module import ContinualModule, NonFiniteLossError
 from mcl.strategies.base import ContinualStrategy
 
@@ -58,6 +61,9 @@ class LoopConfig:
     # Batches of similar length (less padding on data of mixed lengths), as HF Trainer's
     # group_by_length; lengths are the samples' prompt + answer characters.
     group_by_length: bool = False
+    # Finished tasks' checkpoints (checkpoints/task_NNN.pt) to keep: the last N; null keeps all.
+    # Resume needs only the last one, and with finetune on a 7B model each is ~14 GB.
+    keep_task_checkpoints: int | None = 1
     extra: dict = field(default_factory=dict)  # any other lightning.Trainer argument
 
 
@@ -68,17 +74,18 @@ def _eval_device(cfg: LoopConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def evaluate_stream(strategy: ContinualStrategy, test_items: Sequence[EncodedSamples],
-                    cfg: LoopConfig, desc: str,
-                    classes: Sequence[list[str]] | None = None) -> np.ndarray:
-    """One row of R: accuracy on every task of the stream, trained or not yet. Classification
-    tasks are scored among `classes[j]` (`mcl.data.label_space`). Tasks that share one test set
-    (CORe50's sessions) are evaluated once."""
-    backbone = strategy.backbone
+def evaluate_stream(generate, backbone, test_items: Sequence[EncodedSamples], cfg: LoopConfig,
+                    desc: str, classes: Sequence[list[str]] | None = None
+                    ) -> tuple[np.ndarray, list[list[dict]]]:
+    """One row of R: accuracy of `generate` on every task of the stream, trained or not yet,
+    and every task's per-sample records (mcl.evaluate). Classification tasks are scored among
+    `classes[j]` (`mcl.data.label_space`). Tasks that share one test set (CORe50's sessions)
+    are evaluated once."""
     backbone.to(_eval_device(cfg))
     backbone.eval()
     row = np.empty(len(test_items))
-    done: dict[tuple, float] = {}
+    records: list[list[dict]] = []
+    done: dict[tuple, list[dict]] = {}
     for j, items in enumerate(tqdm(test_items, desc=desc, unit="task", leave=False,
                                    disable=not cfg.progress_bar)):
         space = None if classes is None else tuple(classes[j])
@@ -86,17 +93,26 @@ def evaluate_stream(strategy: ContinualStrategy, test_items: Sequence[EncodedSam
         if key not in done:
             if space is not None:
                 items = items.with_extra({"classes": list(space)})
-            done[key] = evaluate_items(strategy.generate, backbone, items, cfg.eval_batch_size)
-        row[j] = done[key]
-    return row
+            done[key] = evaluate_records(generate, backbone, items, cfg.eval_batch_size)
+        records.append(done[key])
+        row[j] = cell_score(done[key])
+    return row, records
+
+
+def _own_generate(strategy: ContinualStrategy) -> bool:
+    """Whether the method answers otherwise than its backbone (prompts, a router, ...)."""
+    return type(strategy).generate is not ContinualStrategy.generate
 
 
 def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str, cfg: LoopConfig,
              seed: int, loggers: Sequence, run_dir: Path, task_index: int = 0,
-             resume: bool = False) -> ContinualModule:
+             resume: bool = False, stop: checkpointing.StopOnSignal | None = None
+             ) -> ContinualModule:
     """Train the strategy's parameters on one task with a fresh Lightning Trainer, writing step
     checkpoints as `cfg` says; with `resume`, continue from the task's step checkpoint if one
-    exists. Returns the trained module (its `resumed_from` says from which step)."""
+    exists; with `stop`, a signal writes one at the next step boundary and raises
+    `checkpointing.Interrupted`. Returns the trained module (its `resumed_from` says from which
+    step)."""
     lengths = None
     if cfg.group_by_length:  # text length (items: EncodedSamples): cheap; image tokens are fixed
         lengths = [len(s.prompt) + len(s.answer) for s in items.samples]
@@ -106,7 +122,8 @@ def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str,
     saver = checkpointing.step_checkpointing(run_dir, task_index, cfg.checkpoint_every_n_steps,
                                              cfg.checkpoint_every_minutes)
     extra = dict(cfg.extra)
-    callbacks = [*extra.pop("callbacks", []), *([saver] if saver else [])]
+    callbacks = [*extra.pop("callbacks", []), *([saver] if saver else []),
+                 *([checkpointing.StopAtStepBoundary(stop, run_dir, task_index)] if stop else [])]
     plugins = [*extra.pop("plugins", []), checkpointing.AtomicCheckpointIO()]
     parallel = (sharding.fsdp_strategy(cfg.strategy, strategy.backbone, cfg.accelerator)
                 if isinstance(cfg.strategy, dict) else cfg.strategy)
@@ -135,10 +152,20 @@ def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str,
 
 def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
                cfg: LoopConfig, seed: int, loggers: Sequence = (), resume: bool = True,
-               meta: dict | None = None) -> dict:
+               meta: dict | None = None, predictions: str = "all") -> dict:
     """Train `strategy` on `stream` task by task and return the results (also written to
-    `run_dir`: results.json, matrix.csv, matrix.png, checkpoints/)."""
-    run_dir = Path(run_dir)
+    `run_dir`: results.json, timings.json, matrix.csv, matrix.png, predictions/, checkpoints/).
+    `predictions`: which rows' per-sample answers to keep (all, last, none)."""
+    with checkpointing.StopOnSignal() as stop:
+        return _run_stream(strategy, stream, Path(run_dir), cfg, seed, loggers, resume, meta,
+                           predictions, stop)
+
+
+def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg: LoopConfig,
+                seed: int, loggers: Sequence, resume: bool, meta: dict | None, predictions: str,
+                stop: checkpointing.StopOnSignal) -> dict:
+    if predictions not in ("all", "last", "none"):
+        raise ValueError(f"predictions must be all, last or none, got {predictions!r}")
     if isinstance(cfg.strategy, dict) and strategy.trains and not strategy.shardable:
         raise ValueError(f"method {strategy.name!r} cannot train under FSDP (trainer.strategy "
                          f"{cfg.strategy.get('name')}): its step hooks need whole gradients, "
@@ -147,10 +174,12 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
     backbone = strategy.backbone
     state = results_io.load_progress(run_dir, names) if resume else None
     R = np.full((len(names) + 1, len(names)), np.nan)
+    initial = None
     timings: list[dict] = []
     done = 0
     if state is not None:
         done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
+        initial = state["initial"]
         if done:
             strategy.load_state_dict(torch.load(results_io.checkpoint_path(run_dir, done - 1),
                                                 weights_only=False)["strategy"])
@@ -159,18 +188,35 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         checkpointing.remove_stale(run_dir, keep_task=done if resume else None)
     barrier()
 
+    def keep(row: int, records: list[list[dict]]) -> None:
+        if predictions == "all" or (predictions == "last" and row == len(names)):
+            for j, cell in enumerate(records):
+                results_io.save_predictions(run_dir, row, j, cell)
+
     # Encoded lazily, a batch at a time: a real benchmark's images never sit decoded in memory.
     test_items = [EncodedSamples(backbone, t.test, with_answer=False) for t in stream.tasks]
     if np.isnan(R[0]).any():
         start = time.perf_counter()
-        R[0] = evaluate_stream(strategy, test_items, cfg, "zero-shot evaluation",
-                               label_spaces(stream.tasks, trained=0))
+        # Row 0 is the pre-trained backbone's own answers, whatever the method has added: the
+        # one zero-shot baseline of every method (ZSCL's tables list one "Zero-shot" row); FWT
+        # and Transfer compare against it. A method's untrained additions (prompts, a router)
+        # may answer otherwise: that row is kept apart, as `initial`.
+        spaces = label_spaces(stream.tasks, trained=0)
+        R[0], records = evaluate_stream(backbone.generate, backbone, test_items, cfg,
+                                        "zero-shot evaluation", spaces)
+        if _own_generate(strategy):
+            initial, _ = evaluate_stream(strategy.generate, backbone, test_items, cfg,
+                                         "evaluation of the untrained method", spaces)
         timings.append({"task": "zero-shot", "train_s": 0.0,
                         "eval_s": time.perf_counter() - start})
         if is_main():
-            results_io.save_progress(run_dir, names, R, 0, timings, meta)
+            keep(0, records)
+            results_io.save_progress(run_dir, names, R, 0, timings, meta, initial)
 
     for i in range(done, len(names)):
+        if stop.requested:
+            raise checkpointing.Interrupted(stop.signum, f"{i} of {len(names)} tasks are "
+                                                         "finished and saved")
         task = stream.tasks[i]
         L.seed_everything(seed + i, workers=True, verbose=False)
         start = time.perf_counter()
@@ -182,19 +228,22 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
                      if is_classification(stream.tasks) else None)
             items = EncodedSamples(backbone, samples, with_answer=True, extra=extra)
             fit_task(strategy, items, task.name, cfg, seed + i, loggers, run_dir,
-                     task_index=i, resume=resume)
+                     task_index=i, resume=resume, stop=stop)
         strategy.after_task(task, i)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        R[i + 1] = evaluate_stream(strategy, test_items, cfg, f"evaluation after {task.name}",
-                                   label_spaces(stream.tasks, trained=i + 1))
+        R[i + 1], records = evaluate_stream(strategy.generate, backbone, test_items, cfg,
+                                            f"evaluation after {task.name}",
+                                            label_spaces(stream.tasks, trained=i + 1))
         timings.append({"task": task.name, "train_s": train_s,
                         "eval_s": time.perf_counter() - start})
         if is_main():  # every rank holds the same state; one writes it
             # Checkpoint first, then declare the task finished: a kill in between re-runs it.
             results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
-                                                    "task": task.name})
-            results_io.save_progress(run_dir, names, R, i + 1, timings, meta)
+                                                    "task": task.name},
+                                       keep=cfg.keep_task_checkpoints)
+            keep(i + 1, records)
+            results_io.save_progress(run_dir, names, R, i + 1, timings, meta, initial)
             checkpointing.step_checkpoint_path(run_dir, i).unlink(missing_ok=True)
             for logger in loggers:
                 logger.log_metrics({f"acc/{n}": float(R[i + 1, j]) for j, n in enumerate(names)}
@@ -205,4 +254,8 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         barrier()
     if not is_main():
         return {"tasks": names, "completed_tasks": len(names), "matrix": R.tolist()}
-    return results_io.finalize(run_dir, names, R, timings, meta)
+    if predictions == "last":
+        results_io.drop_predictions(run_dir, keep_rows={len(names)})
+    elif predictions == "none":
+        results_io.drop_predictions(run_dir, keep_rows=set())
+    return results_io.finalize(run_dir, names, R, timings, meta, initial)

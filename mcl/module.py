@@ -54,7 +54,8 @@ class ContinualModule(L.LightningModule):
             f"the training loss of task {self.task_name!r} became {loss.item()} at step "
             f"{self.global_step}; the run stops and keeps the checkpoint of the last finished "
             f"task. Lower method.lr (now {self.strategy.lr}) or clip gradients "
-            "(trainer.gradient_clip_val), then re-run the same command to resume.")
+            "(trainer.gradient_clip_val) and run again: a new setting is a new run, in its own "
+            "directory (or here with resume=false).")
 
     def on_after_backward(self) -> None:
         self.strategy.on_after_backward()

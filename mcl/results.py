@@ -1,22 +1,27 @@
-"""What a run leaves behind: results.json, matrix.csv, matrix.png and per-task checkpoints.
+"""What a run leaves behind: results.json, matrix.csv, matrix.png, timings.json, predictions/
+and per-task checkpoints.
 
-results.json doubles as the resume manifest: `completed_tasks` says how many tasks are finished.
+results.json doubles as the resume manifest: `completed_tasks` says how many tasks are finished,
+and `fingerprint` which settings produced them. It holds nothing that differs between two runs of
+the same command (wall-clock times are in timings.json), so identical runs give identical files.
 Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from mcl.io import save_torch, write_json, write_text
+from mcl.io import atomic_write, save_torch, write_json, write_text
 from mcl.metrics.continual import METRIC_DEFINITIONS, compute_metrics
 from mcl.report.heatmap import plot_matrix
 
@@ -41,12 +46,104 @@ def environment() -> dict:
             "platform": platform.platform(), "git_revision": revision}
 
 
+# Settings that cannot change a result: left out of the fingerprint (and of the default run
+# directory's name, conf/config.yaml). A key names itself and everything below it.
+RUN_ONLY = ("resume", "predictions", "logger", "trainer.progress_bar",
+            "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
+            "trainer.checkpoint_every_minutes", "trainer.keep_task_checkpoints")
+
+
+class RunDirectoryMismatch(ValueError):
+    """The run directory holds results of other settings than this run's."""
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict) and node:
+        out = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def fingerprint(config: dict) -> dict:
+    """Every setting of the resolved config that can change a result, as {dotted key: value}
+    (backbone, method, stream, seed, data_root, trainer precision and devices, ...), without the
+    `RUN_ONLY` ones."""
+    def run_only(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in RUN_ONLY)
+    # Through JSON, so that a fingerprint compares equal to the one read back from results.json.
+    flat = json.loads(json.dumps(_flatten(config), default=str))
+    return {k: v for k, v in sorted(flat.items()) if not run_only(k)}
+
+
+def check_fingerprint(run_dir: Path, settings: dict) -> None:
+    """Refuse, before any work, to continue in `run_dir` a run of other settings: name the keys
+    that differ and the two ways out. Nothing to check where no results.json is yet."""
+    path = Path(run_dir) / "results.json"
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text()).get("fingerprint")
+    if stored is None:
+        raise RunDirectoryMismatch(
+            f"{run_dir} holds results without a record of the settings that produced them "
+            "(written by an older mcl), so they cannot be resumed safely. Start over there with "
+            "resume=false, or choose another directory (hydra.run.dir=...)")
+    differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {stored.get(k, '(unset)')!r} there, {settings.get(k, '(unset)')!r}"
+                          f" now" for k in differ[:8])
+        more = f" and {len(differ) - 8} more" if len(differ) > 8 else ""
+        raise RunDirectoryMismatch(
+            f"{run_dir} holds a run of other settings ({len(differ)} differ: {shown}{more}); "
+            "nothing of it is reused. Start over there with resume=false, or choose another "
+            "directory (hydra.run.dir=...; the default directory already tells runs with "
+            "other overrides apart)")
+
+
 def checkpoint_path(run_dir: Path, task_index: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"task_{task_index:03d}.pt"
 
 
-def save_checkpoint(run_dir: Path, task_index: int, state: dict) -> None:
+def save_checkpoint(run_dir: Path, task_index: int, state: dict, keep: int | None = 1) -> None:
+    """Write task `task_index`'s checkpoint and delete the older ones beyond the last `keep`
+    (None: keep all). Resume needs only the last finished task's, so 1 is enough for it."""
     save_torch(checkpoint_path(run_dir, task_index), state)
+    if keep is not None:
+        if keep < 1:
+            raise ValueError("trainer.keep_task_checkpoints must be at least 1 (resume needs the "
+                             f"last task's checkpoint) or null (keep all), got {keep}")
+        for older in range(task_index - keep, -1, -1):
+            checkpoint_path(run_dir, older).unlink(missing_ok=True)
+
+
+def predictions_path(run_dir: Path, row: int, task_index: int) -> Path:
+    """Where the per-sample answers of cell R[row, task_index] are kept."""
+    return Path(run_dir) / "predictions" / f"row{row:03d}_task{task_index:03d}.jsonl.gz"
+
+
+def save_predictions(run_dir: Path, row: int, task_index: int, records: list[dict]) -> None:
+    """The records (id, prediction, references, score) of one evaluated cell as compressed JSON
+    Lines, atomically. gzip's header time is fixed, so identical answers give identical files."""
+    lines = "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+            out.write(lines)
+    atomic_write(predictions_path(run_dir, row, task_index), write)
+
+
+def load_predictions(run_dir: Path, row: int, task_index: int) -> list[dict]:
+    """The records `save_predictions` wrote for cell R[row, task_index]."""
+    with gzip.open(predictions_path(run_dir, row, task_index), "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def drop_predictions(run_dir: Path, keep_rows: set[int]) -> None:
+    """Delete the stored answers of every row not in `keep_rows` (predictions=last)."""
+    for path in (Path(run_dir) / "predictions").glob("row*_task*.jsonl.gz"):
+        if int(re.match(r"row(\d+)_", path.name).group(1)) not in keep_rows:
+            path.unlink()
 
 
 def _matrix_to_json(R: np.ndarray) -> list[list[float | None]]:
@@ -59,14 +156,19 @@ def matrix_from_json(rows: list[list[float | None]]) -> np.ndarray:
 
 
 def save_progress(run_dir: Path, names: list[str], R: np.ndarray, completed: int,
-                  timings: list[dict], meta: dict | None) -> dict:
-    """Write results.json for a run in progress (or finished) and return its content."""
+                  timings: list[dict], meta: dict | None,
+                  initial: np.ndarray | None = None) -> dict:
+    """Write results.json (and timings.json) for a run in progress (or finished) and return
+    results.json's content. `initial`: the method's own untrained state's accuracies where they
+    differ from row 0's (the backbone's zero-shot)."""
     # Metrics of the finished prefix of the stream (the first `completed` tasks).
     prefix = compute_metrics(R[: completed + 1, :completed]) if completed else {}
     metrics = {k: (None if np.isnan(v) else v) for k, v in prefix.items()}
     data = {"tasks": names, "completed_tasks": completed, "matrix": _matrix_to_json(R),
-            "metrics": metrics, "metric_definitions": METRIC_DEFINITIONS, "timings": timings,
-            **(meta or {})}
+            "metrics": metrics, "metric_definitions": METRIC_DEFINITIONS, **(meta or {})}
+    if initial is not None:
+        data["initial"] = _matrix_to_json(initial[None])[0]
+    write_json(Path(run_dir) / "timings.json", timings)
     write_json(Path(run_dir) / "results.json", data)
     return data
 
@@ -78,10 +180,14 @@ def load_progress(run_dir: Path, names: list[str]) -> dict | None:
         return None
     data = json.loads(path.read_text())
     if data.get("tasks") != names:
-        raise ValueError(f"{run_dir} holds a run of other tasks ({data.get('tasks')}); "
-                         "use another output directory or resume=false to start over")
-    return {"completed_tasks": data["completed_tasks"], "timings": data["timings"],
-            "matrix": matrix_from_json(data["matrix"])}
+        raise RunDirectoryMismatch(f"{run_dir} holds a run of other tasks ({data.get('tasks')}); "
+                                   "use another output directory or resume=false to start over")
+    timings = Path(run_dir) / "timings.json"
+    initial = data.get("initial")
+    return {"completed_tasks": data["completed_tasks"],
+            "timings": json.loads(timings.read_text()) if timings.exists() else [],
+            "matrix": matrix_from_json(data["matrix"]),
+            "initial": None if initial is None else matrix_from_json([initial])[0]}
 
 
 def row_label(i: int, names: list[str]) -> str:
@@ -99,9 +205,9 @@ def matrix_csv(R: np.ndarray, names: list[str]) -> str:
 
 
 def finalize(run_dir: Path, names: list[str], R: np.ndarray, timings: list[dict],
-             meta: dict | None) -> dict:
+             meta: dict | None, initial: np.ndarray | None = None) -> dict:
     """Write the final results.json, matrix.csv and matrix.png; return the results."""
-    data = save_progress(run_dir, names, R, len(names), timings, meta)
+    data = save_progress(run_dir, names, R, len(names), timings, meta, initial)
     write_text(Path(run_dir) / "matrix.csv", matrix_csv(R, names))
     title = " / ".join(str((meta or {}).get(k, "")) for k in ("method", "stream", "backbone"))
     plot_matrix(R, names, Path(run_dir) / "matrix.png", title=title)

@@ -7,24 +7,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shlex
 import sys
 import traceback
 from pathlib import Path
 
 import hydra
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mcl.checkpointing import Interrupted
 from mcl.data.label_space import check_family
 from mcl.data.task import Stream
 from mcl.distributed import init_from_env, is_main
 from mcl.io import write_json, write_text
 from mcl.loop import LoopConfig, run_stream
-from mcl.results import environment, summary_table
+from mcl.results import (
+    RunDirectoryMismatch,
+    check_fingerprint,
+    environment,
+    fingerprint,
+    summary_table,
+)
 from mcl.strategies.base import ContinualStrategy, build_strategy
 
 # Offline unless the user says otherwise: never wait on the Hub for a model mcl already has.
@@ -43,6 +54,23 @@ def _sweep_group() -> str:
 
 
 OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
+
+
+def run_suffix(override_dirname: str) -> str:
+    """The part of the default run directory that tells runs with other settings apart: Hydra's
+    `override_dirname` (the command-line overrides minus the keys already in the path and the
+    run-only ones, conf/config.yaml) after "_", path separators replaced, a long one
+    shortened to its start and a hash. Empty without such overrides."""
+    if not override_dirname:
+        return ""
+    text = re.sub(r"[/\\]", "_", override_dirname)
+    if len(text) > 80:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
+        text = f"{text[:70]}..{digest}"
+    return f"_{text}"
+
+
+OmegaConf.register_new_resolver("mcl_run_suffix", run_suffix, replace=True)
 
 
 def build(node: DictConfig, **kwargs):
@@ -82,6 +110,12 @@ def skipped_images(stream: Stream) -> dict[str, dict[str, int]]:
 def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> dict:
     """Run one backbone x method x stream; every check happens before any long work."""
     run_dir = Path(run_dir)
+    # Everything random (a method's adapters, prompts and pools, a new head, dropout) is created
+    # after this, so the same command gives the same numbers in every fresh process.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    settings = fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.resume:  # before anything is written there (config.yaml, logs)
+        check_fingerprint(run_dir, settings)
     strategy = build_method(cfg)
     check_pair(strategy, cfg.backbone)
     stream = build(cfg.stream, seed=cfg.seed)
@@ -94,19 +128,23 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if is_main():
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # a new head, if any
     backbone = build(cfg.backbone, _convert_="all")
+    # Again: a tiny backbone pre-trained on the first run (not loaded from the cache) has drawn
+    # random numbers, and the method's initial state must not depend on that.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     strategy.setup(backbone)
     print(strategy.describe())
     print(f"stream {stream.name}: {len(stream.tasks)} tasks ({', '.join(stream.task_names)})")
     meta = {"method": cfg.method.name, "stream": stream.name, "backbone": cfg.backbone.name,
             "seed": cfg.seed, "config": OmegaConf.to_container(cfg, resolve=True),
-            **environment()}
+            "fingerprint": settings, **environment()}
     skipped = skipped_images(stream)
     if skipped:
         meta["skipped_images"] = skipped
         print(f"skipped samples with a missing or unreadable image: {skipped}")
     results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
-                         resume=cfg.resume, meta=meta)
+                         resume=cfg.resume, meta=meta, predictions=cfg.predictions)
     if is_main():
         from mcl.loggers import log_final
 
@@ -121,8 +159,16 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)
+    except Interrupted as stop:
+        # SIGINT / SIGTERM: the step checkpoint is written; say so, and how to go on.
+        print(f"\ninterrupted ({stop.signal_name}): {stop.saved}.\nResume with the same "
+              f"command: python -m mcl.run {shlex.join(sys.argv[1:])}", file=sys.stderr)
+        sys.exit(128 + stop.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     except Exception as err:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if isinstance(err, RunDirectoryMismatch):  # the message is the whole story
+                print(f"mcl.run: error: {err}", file=sys.stderr)
+                sys.exit(2)
             raise
         # One failed job must not end the sweep: record why, and let the next job start.
         # `python -m mcl.report` lists the run as failed with this message.

@@ -55,11 +55,14 @@ def test_tasks_sharing_a_test_set_are_evaluated_once():
             return [batch["classes"][0]] * len(batch["answers"])
 
     cfg = LoopConfig(progress_bar=False, eval_batch_size=8)
-    row = evaluate_stream(Strategy(), sets, cfg, "test",
-                          classes=[["a", "b"], ["a", "b"], ["b", "a"]])
+    strategy = Strategy()
+    row, records = evaluate_stream(strategy.generate, backbone, sets, cfg, "test",
+                                   classes=[["a", "b"], ["a", "b"], ["b", "a"]])
+    assert [len(r) for r in records] == [4, 4, 2] and records[0] is records[1]
     assert row.tolist() == [0.75, 0.75, 1.0]
     assert calls == [4, 2]  # the shared set once, then the third task's own
     # Different label spaces over the same samples are different evaluations.
     calls.clear()
-    row = evaluate_stream(Strategy(), sets[:2], cfg, "test", classes=[["a", "b"], ["b", "a"]])
+    row, _ = evaluate_stream(strategy.generate, backbone, sets[:2], cfg, "test",
+                             classes=[["a", "b"], ["b", "a"]])
     assert row.tolist() == [0.75, 0.25] and calls == [4, 4]
