@@ -22,7 +22,8 @@ from conftest import MICRO
 from mcl.checkpointing import step_checkpoint_path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [*MICRO[:-1], "method.epochs=2", "method.batch_size=8"]
+ARGS = [*MICRO[:-1], "method.epochs=2", "method.batch_size=8",
+        "trainer.keep_task_checkpoints=null"]  # the tests compare every task's weights
 
 
 def _run(launcher: list[str], run_dir: Path, *extra: str) -> dict:

@@ -196,3 +196,53 @@ def test_launchers_compose(launcher, target, field, value):
     assert cfg.hydra.launcher._target_.endswith(target)
     if field:
         assert cfg.hydra.launcher[field] == value
+
+
+def test_every_cell_leaves_predictions_that_recompute_its_score(tmp_path):
+    from mcl.results import load_predictions
+
+    results = run(compose_config(MICRO), tmp_path)
+    cfg = compose_config(MICRO)
+    for i, row in enumerate(results["matrix"]):
+        for j, value in enumerate(row):
+            records = load_predictions(tmp_path, i, j)
+            assert [r["id"] for r in records] == list(range(cfg.stream.test_size))
+            assert all({"prediction", "references", "score"} <= set(r) for r in records)
+            # The cell's accuracy, recomputed from the stored answers: exactly.
+            assert sum(r["score"] for r in records) / len(records) == pytest.approx(value,
+                                                                                    abs=1e-15)
+    # A re-run with one other override is a run of other settings: refused before any work,
+    # naming the key, and nothing of the first run is reported or touched.
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    from mcl.results import RunDirectoryMismatch
+
+    with pytest.raises(RunDirectoryMismatch, match=r"method\.lr: 0\.0001 there, 1e-05 now.*"
+                                                   r"resume=false"):
+        run(compose_config([*MICRO, "method.lr=1e-5"]), tmp_path)
+    assert before == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    # Run-only settings are not part of it: another progress bar or logger resumes.
+    resumed = run(compose_config([*MICRO, "trainer.progress_bar=true"]), tmp_path)
+    assert resumed["matrix"] == results["matrix"]
+
+
+def test_sweep_jobs_get_their_own_directories_and_a_differing_job_is_refused(tmp_path):
+    micro = [o for o in MICRO if not o.startswith("method.")]  # zero_shot has no epochs
+    result = _cli("-m", *micro, "method=zero_shot", "stream.test_size=4,8",
+                  f"hydra.sweep.dir={tmp_path}", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = sorted(p.parent.name for p in tmp_path.glob("**/results.json"))
+    assert found == ["seed0_stream.test_size=4", "seed0_stream.test_size=8"]
+    # A job sent into a directory of other settings (here: one fixed subdir) fails, naming the
+    # key; the sweep goes on and the directory keeps its own results.
+    fixed = tmp_path / "fixed"
+    first = _cli("-m", *micro, "method=zero_shot", "stream.test_size=4", f"hydra.sweep.dir={fixed}",
+                 "hydra.sweep.subdir=job", cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = (fixed / "job" / "results.json").read_bytes()
+    second = _cli("-m", *micro, "method=zero_shot", "stream.test_size=8",
+                  f"hydra.sweep.dir={fixed}", "hydra.sweep.subdir=job", cwd=ROOT)
+    assert second.returncode == 0, second.stderr[-2000:]
+    error = json.loads((fixed / "job" / "failed.json").read_text())["error"]
+    assert "RunDirectoryMismatch" in error and "stream.test_size: 4 there, 8 now" in error
+    assert (fixed / "job" / "results.json").read_bytes() == kept
+    assert "already finished" not in second.stdout

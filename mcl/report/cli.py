@@ -1,7 +1,10 @@
-"""``python -m mcl.report <dir> [<dir> ...] [--out DIR] [--wandb]``: compare finished runs.
+"""``python -m mcl.report <dir> [<dir> ...] [--out DIR] [--wandb] [--changes N]``: compare
+finished runs.
 
 Gathers every results.json under the directories (a Hydra multirun or several run dirs), writes
 report.md, report.csv and plots/ into --out (default: the first dir), prints the Markdown table.
+With --changes, every run's per-task changed answers (mcl.report.changes: what was forgotten,
+with N examples a task) are added to report.md.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="output directory (default: the first dir)")
     parser.add_argument("--wandb", action="store_true", help="also log to W&B (offline)")
+    parser.add_argument("--changes", type=int, metavar="N", default=None,
+                        help="per run and task: answers forgotten between the row after "
+                             "training and the last row, N examples each")
     args = parser.parse_args(argv)
     try:
         runs = find_runs(args.dirs)
@@ -34,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or args.dirs[0]
     rows = build_rows(runs)
     text, table = markdown(rows), to_csv(rows)
+    if args.changes is not None:
+        from mcl.report.changes import changed_answers
+
+        text += "".join("\n" + changed_answers(run.path, args.changes)
+                        for run in runs if run.completed)
     write_text(out / "report.md", text)
     write_text(out / "report.csv", table)
     images = make_plots(rows, out)
