@@ -124,11 +124,13 @@ def predictions_path(run_dir: Path, row: int, task_index: int) -> Path:
 
 def save_predictions(run_dir: Path, row: int, task_index: int, records: list[dict]) -> None:
     """The records (id, prediction, references, score) of one evaluated cell as compressed JSON
-    Lines, atomically. gzip's header time is fixed, so identical answers give identical files."""
+    Lines, atomically; identical answers give identical files."""
     lines = "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+        # No name and a fixed time in gzip's header (it would store the temporary file's).
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb",
+                                                   mtime=0) as out:
             out.write(lines)
     atomic_write(predictions_path(run_dir, row, task_index), write)
 

@@ -24,13 +24,17 @@ import torch
 from conftest import MICRO
 
 from mcl.checkpointing import step_checkpoint_path
+from mcl.results import load_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tasks of 8 steps (2 epochs of 4 batches), a step checkpoint every 2 steps: the kill lands
 # after one (mid-epoch or at an epoch's end) in either task.
 ARGS = [*MICRO[:-1], "method.epochs=2", "stream.train_size=128", "logger=none",
         "trainer.checkpoint_every_n_steps=2", "method.batch_size=32"]
-METHODS = ["finetune", "lora", "fwd_prompt_tiny", "rank_selective_lora_tiny"]
+# Methods with a random initial state (adapters, prompts, gates), run twice; finetune once, as
+# the SIGKILL and SIGTERM tests' reference.
+SEEDED = ["lora", "fwd_prompt_tiny", "rank_selective_lora_tiny"]
+METHODS = ["finetune", *SEEDED]
 
 
 def _command(run_dir: Path, method: str, *extra: str) -> list[str]:
@@ -49,10 +53,11 @@ def _read_results(path: Path) -> dict | None:
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    """Every method run twice, uninterrupted, each time in a fresh process."""
+    """Every method run uninterrupted, the seeded ones twice, each time in a fresh process."""
     runs = {}
     for method in METHODS:
-        pair = tuple(tmp_path_factory.mktemp(f"{method}_{k}") for k in "ab")
+        pair = tuple(tmp_path_factory.mktemp(f"{method}_{k}")
+                     for k in ("ab" if method in SEEDED else "a"))
         for run_dir in pair:
             subprocess.run(_command(run_dir, method), cwd=ROOT, check=True, capture_output=True,
                            timeout=600)
@@ -60,7 +65,11 @@ def references(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     return runs
 
 
-@pytest.mark.parametrize("method", METHODS)
+def _answers(run_dir: Path, row: int, task: int) -> list[str]:
+    return [r["prediction"] for r in load_predictions(run_dir, row, task)]
+
+
+@pytest.mark.parametrize("method", SEEDED)
 def test_same_command_in_fresh_processes_gives_identical_files(references, method):
     a, b = references[method]
     assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
@@ -69,10 +78,14 @@ def test_same_command_in_fresh_processes_gives_identical_files(references, metho
     assert cells == sorted(p.name for p in (b / "predictions").iterdir())
     for name in cells:
         assert (a / "predictions" / name).read_bytes() == (b / "predictions" / name).read_bytes()
-    done = json.loads((a / "results.json").read_text())
     assert not list((a / "checkpoints").glob("*.step.ckpt"))  # removed once finished
-    # The comparison can fail: training moved the matrix off the zero-shot row.
-    assert done["matrix"][2] != done["matrix"][0] or method == "fwd_prompt_tiny"
+    weights = [torch.load(d / "checkpoints" / "task_001.pt", weights_only=False)["strategy"]
+               ["params"] for d in (a, b)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # The comparison can fail: training changed the answers (the micro model's accuracy stays
+    # near 0, so the text, not the score, shows it).
+    assert _answers(a, 2, 0) != _answers(a, 0, 0)
 
 
 def test_row_zero_is_the_backbones_zero_shot_for_every_method(references):

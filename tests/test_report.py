@@ -180,3 +180,21 @@ def test_wandb_offline(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     images = list(runs[0].rglob("media/images/plots/tiny/toy/*.png"))
     assert sorted(p.name.split("_0_")[0] for p in images) == [
         "heatmap_finetune", "heatmap_lora", "metrics", "seen_accuracy"]
+
+
+def test_a_metric_stored_under_an_older_definition_is_recomputed(tmp_path: Path) -> None:
+    from mcl.metrics.continual import METRIC_DEFINITIONS
+
+    # 3 tasks; the flat mean above the diagonal (the old Transfer) is (0.5 + 0.35 + 0.45) / 3,
+    # ZSCL's per-task mean (0.5 + (0.35 + 0.45) / 2) / 2 = 0.45.
+    path = tmp_path / "run"
+    path.mkdir()
+    old = dict(METRIC_DEFINITIONS, transfer="mean_{1<=i<=T-1, j>=i} R[i, j] (flat)")
+    (path / "results.json").write_text(json.dumps({
+        "tasks": ["a", "b", "c"], "completed_tasks": 3,
+        "matrix": [[0.5, 0.4, 0.3], [0.9, 0.5, 0.35], [0.92, 0.95, 0.45], [0.7, 0.85, 0.9]],
+        "metrics": {"transfer": 1.30 / 3, "last": 0.123}, "metric_definitions": old,
+        "method": "m", "stream": "s", "backbone": "b", "seed": 0}))
+    run = find_runs([tmp_path])[0]
+    assert run.metrics["transfer"] == pytest.approx(0.45)
+    assert run.metrics["last"] == 0.123  # same definition: the stored number stays

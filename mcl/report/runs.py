@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mcl.metrics.continual import METRIC_DEFINITIONS, compute_metrics
 from mcl.results import matrix_from_json
 
 COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
@@ -41,6 +42,19 @@ class Run:
         return (self.backbone, self.stream, self.method)
 
 
+def current_metrics(data: dict, matrix: np.ndarray, completed: int) -> dict:
+    """The stored metrics, with every one stored under another definition than today's
+    (`metric_definitions`, e.g. MTIL Transfer before ZSCL's per-task formula) computed again
+    from the matrix: a corrected formula reaches old runs without retraining."""
+    metrics = dict(data.get("metrics") or {})
+    stored = data.get("metric_definitions") or {}
+    stale = [k for k, text in stored.items() if METRIC_DEFINITIONS.get(k, text) != text]
+    if stale and completed:
+        values = compute_metrics(matrix[: completed + 1, :completed])
+        metrics.update({k: None if np.isnan(values[k]) else values[k] for k in stale})
+    return metrics
+
+
 def load_run(results: Path) -> Run:
     """The run whose results.json is ``results``; unreadable files make a failed run."""
     path = results.parent
@@ -48,10 +62,11 @@ def load_run(results: Path) -> Run:
         data = json.loads(results.read_text())
         tasks = list(data["tasks"])
         completed = int(data["completed_tasks"])
+        matrix = matrix_from_json(data["matrix"])
         run = Run(path=path, status=COMPLETE, backbone=str(data.get("backbone", UNKNOWN)),
                   stream=str(data.get("stream", UNKNOWN)), method=str(data.get("method", UNKNOWN)),
-                  seed=data.get("seed"), tasks=tasks, completed=completed,
-                  matrix=matrix_from_json(data["matrix"]), metrics=dict(data.get("metrics") or {}))
+                  seed=data.get("seed"), tasks=tasks, completed=completed, matrix=matrix,
+                  metrics=current_metrics(data, matrix, completed))
     except (OSError, ValueError, KeyError, TypeError) as error:
         # A truncated or foreign results.json is a broken run, not a reason to stop the report.
         return Run(path=path, status=FAILED, reason=f"unreadable results.json ({error})")
