@@ -174,9 +174,13 @@ def test_sweep_goes_on_past_a_failed_run_and_the_report_marks_it(tmp_path):
     result = _cli("-m", *micro, "stream=coast_domain,toy_micro", f"data_root={tmp_path}/none",
                   f"hydra.sweep.dir={tmp_path}", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
-    failed = tmp_path / "tiny_llava_micro" / "coast_domain" / "finetune" / "seed0"
+    # The overrides that can change a result name the directory (method.epochs, data_root).
+    from mcl.run import run_suffix
+
+    suffix = "seed0" + run_suffix(f"data_root={tmp_path}/none+method.epochs=1")
+    failed = tmp_path / "tiny_llava_micro" / "coast_domain" / "finetune" / suffix
     assert "MissingDataError" in json.loads((failed / "failed.json").read_text())["error"]
-    assert (tmp_path / "tiny_llava_micro" / "toy_micro" / "finetune" / "seed0" /
+    assert (tmp_path / "tiny_llava_micro" / "toy_micro" / "finetune" / suffix /
             "results.json").exists()  # the job after the failed one ran
     report = subprocess.run([sys.executable, "-m", "mcl.report", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)

@@ -22,7 +22,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
         "mean_{j=0..T-2} max_{i=j+1..T-1} R[i, j] - R[T, j] (Chaudhry et al. 2018, RWalk)"
     ),
     "bwt": "mean_{j=0..T-2} R[T, j] - R[j+1, j] (Lopez-Paz & Ranzato 2017, GEM)",
-    "fwt": "mean_{j=1..T-1} R[j, j] - R[0, j] (Lopez-Paz & Ranzato 2017, GEM)",
+    "fwt": (
+        "mean_{j=1..T-1} R[j, j] - R[0, j], R[0] = the pre-trained backbone's zero-shot, the same "
+        "for every method (Lopez-Paz & Ranzato 2017, GEM)"
+    ),
     "transfer": (
         "mean_{j=1..T-1} (mean_{i=1..j} R[i, j]): per task, its accuracy before it was trained "
         "(rows after tasks 1..j), then the mean over tasks 2..T (Zheng et al. 2023, ZSCL/MTIL "
@@ -110,7 +113,10 @@ def forward_transfer(R: npt.ArrayLike) -> float:
     """Forward transfer ``FWT = mean_{j=1..T-1} (R[j, j] - R[0, j])``.
 
     ``R[j, j]`` is the accuracy on task ``j`` just before training it and ``R[0, j]`` the
-    zero-shot accuracy, which plays the role of GEM's random-init baseline ``b_j``.
+    pre-trained backbone's zero-shot accuracy, which plays the role of GEM's baseline ``b_j``
+    (the model before any continual training). It is the backbone's, not a method's untrained
+    state (mcl.loop stores that apart as ``initial``): one baseline for every method, as ZSCL's
+    MTIL tables give one zero-shot row, so FWT compares methods, not their initialisations.
     Undefined (NaN) for ``T < 2``. Source: Lopez-Paz & Ranzato 2017 (GEM), Eq. 4.
     """
     arr = check_matrix(R)
