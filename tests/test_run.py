@@ -220,7 +220,7 @@ def test_every_cell_leaves_predictions_that_recompute_its_score(tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     from mcl.results import RunDirectoryMismatch
 
-    with pytest.raises(RunDirectoryMismatch, match=r"method\.lr: 0\.0001 there, 1e-05 now.*"
+    with pytest.raises(RunDirectoryMismatch, match=r"method\.lr: 0\.001 there, 1e-05 now.*"
                                                    r"resume=false"):
         run(compose_config([*MICRO, "method.lr=1e-5"]), tmp_path)
     assert before == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
