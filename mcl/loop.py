@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mcl import checkpointing, sharding
 from mcl import results as results_io
-from mcl.data.label_space import is_classification, label_spaces
+from mcl.data.label_space import is_classification, label_spaces, training_label_space
 from mcl.data.task import EncodedSamples, Stream
 from mcl.distributed import GlobalBatches, barrier, is_main
 from mcl.evaluate import evaluate_items
@@ -75,8 +75,8 @@ def evaluate_stream(strategy: ContinualStrategy, test_items: Sequence[EncodedSam
     tasks are scored among `classes[j]` (`mcl.data.label_space`). Tasks that share one test set
     (CORe50's sessions) are evaluated once."""
     backbone = strategy.backbone
-    backbone.to(_eval_device(cfg))
-    backbone.eval()
+    strategy.to(_eval_device(cfg))  # the backbone and the modules the strategy owns
+    strategy.eval()
     row = np.empty(len(test_items))
     done: dict[tuple, float] = {}
     for j, items in enumerate(tqdm(test_items, desc=desc, unit="task", leave=False,
@@ -118,7 +118,7 @@ def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str,
         log_every_n_steps=cfg.log_every_n_steps, enable_checkpointing=saver is not None,
         callbacks=callbacks, plugins=plugins, enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False, default_root_dir=str(run_dir), **extra)
-    strategy.backbone.train()
+    strategy.train()
     module = ContinualModule(strategy, task_name, sampler=sampler)
     ckpt_path = step_checkpoint if resume and step_checkpoint.exists() else None
     try:
@@ -139,10 +139,6 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
     """Train `strategy` on `stream` task by task and return the results (also written to
     `run_dir`: results.json, matrix.csv, matrix.png, checkpoints/)."""
     run_dir = Path(run_dir)
-    if isinstance(cfg.strategy, dict) and strategy.trains and not strategy.shardable:
-        raise ValueError(f"method {strategy.name!r} cannot train under FSDP (trainer.strategy "
-                         f"{cfg.strategy.get('name')}): its step hooks need whole gradients, "
-                         "which FSDP shards; use trainer=ddp (or a single GPU) for it")
     names = stream.task_names
     backbone = strategy.backbone
     state = results_io.load_progress(run_dir, names) if resume else None
@@ -152,7 +148,7 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
     if state is not None:
         done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
         if done:
-            strategy.load_state_dict(torch.load(results_io.checkpoint_path(run_dir, done - 1),
+            strategy.load_checkpoint_state(torch.load(results_io.checkpoint_path(run_dir, done - 1),
                                                 weights_only=False)["strategy"])
         print(f"resuming {run_dir}: {done} of {len(names)} tasks already finished")
     if is_main():
@@ -178,7 +174,7 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         if strategy.trains:
             samples = strategy.train_samples(stream.tasks[: i + 1])
             # A classification set trains among the classes of all its samples (not per batch).
-            extra = ({"classes": sorted({s.answer for s in samples})}
+            extra = ({"classes": training_label_space(samples)}
                      if is_classification(stream.tasks) else None)
             items = EncodedSamples(backbone, samples, with_answer=True, extra=extra)
             fit_task(strategy, items, task.name, cfg, seed + i, loggers, run_dir,
@@ -192,7 +188,7 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
                         "eval_s": time.perf_counter() - start})
         if is_main():  # every rank holds the same state; one writes it
             # Checkpoint first, then declare the task finished: a kill in between re-runs it.
-            results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
+            results_io.save_checkpoint(run_dir, i, {"strategy": strategy.checkpoint_state(),
                                                     "task": task.name})
             results_io.save_progress(run_dir, names, R, i + 1, timings, meta)
             checkpointing.step_checkpoint_path(run_dir, i).unlink(missing_ok=True)

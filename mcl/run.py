@@ -16,10 +16,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mcl.data.label_space import check_family
+from mcl.compatibility import backbone_spec, check_run
 from mcl.data.task import Stream
 from mcl.distributed import init_from_env, is_main
 from mcl.io import write_json, write_text
@@ -62,15 +62,6 @@ def build_method(cfg: DictConfig) -> ContinualStrategy:
     return build_strategy(options.pop("name"), **options)
 
 
-def check_pair(strategy: ContinualStrategy, backbone_cfg: DictConfig) -> None:
-    """Fail before loading any weights if the method cannot run on the backbone."""
-    backbone_cls = get_method(backbone_cfg._target_).__self__
-    probe = type("Probe", (), {"name": backbone_cfg.name, "family": backbone_cls.family,
-                               "capabilities": backbone_cls.capabilities,
-                               "part_names": getattr(backbone_cls, "part_names", None)})
-    strategy.check_backbone(probe)
-
-
 def skipped_images(stream: Stream) -> dict[str, dict[str, int]]:
     """{task: {split: samples left out}} for a missing or unreadable image (the tasks'
     `meta["bad_images"]`, filled with stream.skip_bad_images=true); empty when none was."""
@@ -83,11 +74,9 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     """Run one backbone x method x stream; every check happens before any long work."""
     run_dir = Path(run_dir)
     strategy = build_method(cfg)
-    check_pair(strategy, cfg.backbone)
     stream = build(cfg.stream, seed=cfg.seed)
-    check_family(get_method(cfg.backbone._target_).__self__.family, cfg.backbone.name,
-                 stream.name, stream.tasks)
     loop_cfg = LoopConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    check_run(strategy, backbone_spec(cfg.backbone), stream, loop_cfg.strategy)
     if loggers is None:
         loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     init_from_env(loop_cfg.accelerator)

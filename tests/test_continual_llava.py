@@ -11,7 +11,6 @@ from mcl.data.task import Task
 from mcl.strategies.base import build_strategy
 from mcl.strategies.continual_llava import (
     contextual_coefficients,
-    decoder_layers,
     intrinsic_coefficients,
     low_rank_delta,
     select,
@@ -72,7 +71,7 @@ def _strategy_on_second_task(backbone):
 def test_increments_are_added_at_every_attention_output_projection(micro_backbone):
     strategy, batch = _strategy_on_second_task(micro_backbone)
     projections = [layer.self_attn.o_proj
-                   for layer in decoder_layers(micro_backbone.parts()["llm"])]
+                   for layer in micro_backbone.decoder_layers()]
     seen = []
     handles = [p.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
                for p in projections]

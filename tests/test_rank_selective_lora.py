@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import mcl.strategies.rank_selective_lora as rsl
+from mcl.adapters.gated_lora import adapter_of
 from mcl.data import toy_world
 from mcl.data.task import Task
 
@@ -76,7 +77,7 @@ def test_merged_model_equals_the_unmerged_one(micro_backbone):
     strategy.before_task(TASK, 0)
     _randomise_adapters(strategy)
     name, layer = next(iter(strategy.layers.items()))
-    adapter = getattr(layer, rsl.ADAPTER)
+    adapter = adapter_of(layer)
     expected_delta = adapter.lora_B.detach() @ torch.diag(adapter.gate.detach()) @ adapter.lora_A
     weight_before = layer.weight.clone()
     with torch.no_grad():

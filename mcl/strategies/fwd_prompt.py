@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcl.backbones.llava import IGNORE_INDEX
+from mcl.backbones.base import IGNORE_INDEX
 from mcl.data.task import EncodedSamples
 from mcl.strategies.base import ContinualStrategy, register
 
@@ -132,8 +132,7 @@ class FwdPrompt(ContinualStrategy):
         # begin inside the pre-trained embedding space at its scale.
         ids = torch.randint(len(table), (self.pool_size * self.prompt_length,))
         prompts = table[ids].reshape(self.pool_size, self.prompt_length, -1).clone()
-        self.pool = PromptPool(prompts, key_dim=2 * table.shape[1]).to(table.device)
-        backbone.fwd_prompt_pool = self.pool  # registered, so it moves and trains with the model
+        self.pool = PromptPool(prompts, key_dim=2 * table.shape[1]).to(table.device)  # owned
         d = table.shape[1]
         empty = torch.empty(d, 0, dtype=torch.float64)
         self.pretrained = extend_basis(empty, table.double().T @ table.double(),

@@ -36,9 +36,10 @@ class Lora(PartsStrategy):
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=targets)
         # In place (no PeftModel wrapper), so the backbone keeps its interface and names.
-        inject_adapter_in_model(config, backbone.model)
-        self._params = [p for n, p in backbone.model.named_parameters() if "lora_" in n]
-        self._params += getattr(backbone, "head_parameters", list)()
+        root = backbone.adapter_root()
+        inject_adapter_in_model(config, root)
+        self._params = [p for n, p in root.named_parameters() if "lora_" in n]
+        self._params += backbone.head_parameters()
         for p in self._params:
             p.requires_grad_(True)
 

@@ -36,11 +36,12 @@ from __future__ import annotations
 import math
 
 import torch
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
+from mcl.backbones.base import BackboneSpec, Capability
 from mcl.backbones.classification import ClassifierOutput
 from mcl.backbones.vit import VitBackbone
 from mcl.strategies.base import ContinualStrategy, cosine_schedule, register
@@ -189,12 +190,10 @@ class PromptFusion(ContinualStrategy):
             p.requires_grad_(True)
         reference = next(backbone.parameters())
         self.booster = booster.to(reference.device).eval()
+        # Both owned by the strategy (its children): moved, trained and saved with it.
         self.fusion = FusionParameters(backbone.hidden_size, self.clip_prompt_length,
                                        booster.hidden_size, self.booster_prompt_length
                                        ).to(reference.device)
-        # Registered on the run's backbone, so Lightning moves them and they are named with it.
-        backbone.prompt_fusion = self.fusion
-        backbone.prompt_fusion_booster = booster
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.fusion.parameters()) + list(self.booster.head_parameters())
@@ -226,7 +225,7 @@ class PromptFusion(ContinualStrategy):
 
     def _check_text_fits(self, classes: list[str]) -> None:
         """Context + [SOS] name . [EOS] must fit the text tower's positions."""
-        limit = self.backbone.model.config.text_config.max_position_embeddings
+        limit = self.backbone.text_context_length
         longest = max(len(ids) for ids in
                       self.backbone.tokenizer([f"{c}." for c in classes])["input_ids"])
         if self.context_length + longest > limit:
@@ -315,7 +314,7 @@ class PromptFusion(ContinualStrategy):
         mean_s, std_s = _stats(src, x)
         mean_d, std_d = _stats(dst, x)
         x = x * std_s + mean_s
-        size = self.booster.model.config.image_size
+        size = self.booster.image_size
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return (x - mean_d) / std_d
@@ -403,13 +402,12 @@ def _check_booster(booster: dict | None) -> None:
                          "config of the Booster ViT, a backbone config with _target_ such as "
                          f"conf/backbone/vit_b16_in21k.yaml; got {booster!r}")
     try:
-        cls = get_method(booster["_target_"]).__self__
-    except Exception as err:
+        spec = BackboneSpec.of_target(booster["_target_"], booster.get("name", "booster"))
+    except ValueError as err:
         raise ValueError(f"method.booster._target_ {booster['_target_']!r} is not a backbone "
                          f"loader: {err}") from err
-    family = getattr(cls, "family", None)
-    capabilities = set(getattr(cls, "capabilities", ()))
-    if family != "classification" or "vision_prompts" not in capabilities:
+    if spec.family != "classification" or Capability.VISION_PROMPTS not in spec.capabilities:
         raise ValueError(f"method prompt_fusion: the Booster {booster.get('name')!r} must be a "
                          "classification backbone with the capability 'vision_prompts' (VPT), "
-                         f"but it is a {family!r} backbone with {sorted(capabilities)}")
+                         f"but it is a {spec.family!r} backbone with "
+                         f"{sorted(spec.capabilities)}")
