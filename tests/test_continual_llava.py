@@ -179,7 +179,7 @@ def test_a_sentence_bert_embeds_the_instruction_text_and_stays_frozen(micro_back
 
     strategy.forward(batch).loss.backward()  # the encoder only selects: no gradient, not saved
     assert all(p.grad is None for p in strategy.sentence_encoder.model.parameters())
-    assert all("sentence" not in name for name in strategy.state_dict())
+    assert all("sentence" not in name for name in strategy.checkpoint_state()["params"])
 
 
 def test_a_missing_sentence_encoder_is_reported_before_any_work(tmp_path):

@@ -59,7 +59,7 @@ def uninterrupted(micro_tiny, tmp_path_factory) -> dict:
     fit_task(reference, _items(reference), "t", LoopConfig(progress_bar=False), seed=0,
              loggers=[], run_dir=run_dir)
     assert reference._steps == 6
-    return reference.state_dict()["params"]
+    return reference.checkpoint_state()["params"]
 
 
 @pytest.mark.parametrize(("every", "kill_at", "resumed_from"),
@@ -77,7 +77,7 @@ def test_resumed_fit_equals_uninterrupted_fit(micro_tiny, uninterrupted, tmp_pat
                  seed=0, loggers=[], run_dir=tmp_path)
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary file left
     checkpoint = AtomicCheckpointIO().load_checkpoint(step_checkpoint_path(tmp_path, 0))
-    trainable = {f"backbone.{n}" for n in killed.named_trainable_parameters()}
+    trainable = {f"strategy.{n}" for n in killed.named_trainable_parameters()}
     assert set(checkpoint["state_dict"]) == trainable  # not the frozen backbone
     assert checkpoint["global_step"] == checkpoint["mcl"]["batches_done"] == resumed_from
     assert checkpoint["mcl"]["extra"]["steps"] == resumed_from  # CoDyRA's proximal steps
@@ -89,12 +89,12 @@ def test_resumed_fit_equals_uninterrupted_fit(micro_tiny, uninterrupted, tmp_pat
     assert module.resumed_from == resumed_from
     assert module.batches_done == 6
     assert resumed._steps == 6  # the proximal-step counter continued from the checkpoint
-    got = resumed.state_dict()["params"]
+    got = resumed.checkpoint_state()["params"]
     assert got.keys() == uninterrupted.keys()
     for name in uninterrupted:
         torch.testing.assert_close(got[name], uninterrupted[name], atol=1e-6, rtol=0)
     # Training moved the parameters well beyond the tolerance: the comparison above can fail.
-    untrained = _fresh(micro_tiny).state_dict()["params"]
+    untrained = _fresh(micro_tiny).checkpoint_state()["params"]
     assert max((uninterrupted[n] - untrained[n]).abs().max().item()
                for n in uninterrupted) > 1e-3
 

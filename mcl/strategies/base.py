@@ -10,7 +10,7 @@ registers its own modules (prompt pools, gates, second towers, keys) by assignin
 attributes of the strategy (`self.pool = PromptPool(...)`), never onto the backbone: then the
 loop's device moves, Lightning's train/eval modes, DDP/FSDP wrapping (the LightningModule holds
 the strategy), checkpoints (`checkpoint_state`) and the contract test all see them. Parameter
-names are the strategy's (`backbone.<its own names>`, `pool.keys`). Adapters that live inside backbone
+names are the strategy's (`backbone.<own names>`, `pool.keys`). Adapters that live inside backbone
 layers (LoRA) go through the backbone's `adapter_root()` / `linear_layer(name)`, never through
 attributes of the backbone itself.
 

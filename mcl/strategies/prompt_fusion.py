@@ -33,8 +33,6 @@ the CLS tokens (the code's CLIP image branch averages the outputs at its prompt 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +42,7 @@ from torch.nn import functional as F
 from mcl.backbones.base import BackboneSpec, Capability
 from mcl.backbones.classification import ClassifierOutput
 from mcl.backbones.vit import VitBackbone
+from mcl.memory import ExemplarMemory, herding_order
 from mcl.strategies.base import ContinualStrategy, cosine_schedule, register
 
 
@@ -76,24 +75,6 @@ def masked_nll(logits: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
     """NLL of log_softmax(logits) multiplied class-wise by `weights` (the official loss:
     F.nll_loss(log_softmax(logits) * weight, label))."""
     return F.nll_loss(F.log_softmax(logits, dim=-1) * weights, labels)
-
-
-def herding_order(features: torch.Tensor, count: int) -> list[int]:
-    """iCaRL's herding (Rebuffi et al. 2017, Alg. 4): greedily pick the samples whose running
-    mean of L2-normalised features stays closest to the class mean. Returns row indices."""
-    x = F.normalize(features.double(), dim=-1)
-    mean = x.mean(0)
-    chosen: list[int] = []
-    total = torch.zeros_like(mean)
-    available = torch.ones(len(x), dtype=torch.bool)
-    for k in range(1, min(count, len(x)) + 1):
-        distance = (mean - (total + x) / k).norm(dim=1)
-        distance[~available] = math.inf
-        i = int(distance.argmin())
-        chosen.append(i)
-        available[i] = False
-        total += x[i]
-    return chosen
 
 
 class TowerBooster(nn.Module):
@@ -174,7 +155,7 @@ class PromptFusion(ContinualStrategy):
         self.context_classes: list[list[str]] = []  # classes of each context block
         self.new_classes: list[str] = []  # the current task's alpha
         self.old_classes: list[str] = []  # the current task's beta
-        self.memory: list[list] = []  # [task, sample index, class], herding order per group
+        self.memory = ExemplarMemory(memory_size)  # class-balanced, herding order per group
         self._frozen_text: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -205,7 +186,7 @@ class PromptFusion(ContinualStrategy):
 
     def train_samples(self, seen):
         """The task's samples and the exemplar memory of the earlier ones."""
-        return list(seen[-1].train) + [seen[t].train[i] for t, i, _ in self.memory]
+        return list(seen[-1].train) + self.memory.samples(seen)
 
     def before_task(self, task, index: int) -> None:
         self.task_index = index
@@ -263,15 +244,12 @@ class PromptFusion(ContinualStrategy):
                                              items[s:s + self.feature_batch_size]]).to(device))
                  for s in range(0, len(items), self.feature_batch_size)]
         features = torch.cat(feats).cpu()
-        groups: dict[tuple[int, str], list[int]] = {}
-        for t, i, c in self.memory:
-            groups.setdefault((t, c), []).append(i)
         answers = [s.answer for s in task.train]
+        new = {}
         for c in dict.fromkeys(answers):
             rows = [i for i, a in enumerate(answers) if a == c]
-            groups[(index, c)] = [rows[j] for j in herding_order(features[rows], len(rows))]
-        quota = self.memory_size // max(len(groups), 1)
-        self.memory = [[t, i, c] for (t, c), rows in groups.items() for i in rows[:quota]]
+            new[(index, c)] = [rows[j] for j in herding_order(features[rows], len(rows))]
+        self.memory.rebalance(new)
         backbone.train(was_training)
 
     # ------------------------------------------------------------------ logits
@@ -363,7 +341,7 @@ class PromptFusion(ContinualStrategy):
     def extra_state(self) -> dict:
         return {"task_index": self.task_index, "context_classes": self.context_classes,
                 "new_classes": self.new_classes, "old_classes": self.old_classes,
-                "memory": self.memory,
+                "memory": self.memory.state(),
                 "booster": self.booster.extra_state()}
 
     def load_extra_state(self, state: dict) -> None:
@@ -376,7 +354,7 @@ class PromptFusion(ContinualStrategy):
                                      self.backbone.text_hidden_size, device=device))
             for b in self.context_classes)
         self._set_mask_classes(list(state["new_classes"]), list(state["old_classes"]))
-        self.memory = [list(m) for m in state["memory"]]
+        self.memory.load_state(state["memory"])
         self.booster.load_extra_state(state["booster"])
         self._frozen_text.clear()
 
