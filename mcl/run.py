@@ -25,7 +25,7 @@ from mcl.distributed import init_from_env, is_main
 from mcl.io import write_json, write_text
 from mcl.loop import LoopConfig, run_stream
 from mcl.results import environment, summary_table
-from mcl.strategies.base import ContinualStrategy, build_strategy
+from mcl.strategies.base import ContinualStrategy, strategy_class
 
 # Offline unless the user says otherwise: never wait on the Hub for a model mcl already has.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -59,7 +59,7 @@ def build(node: DictConfig, **kwargs):
 def build_method(cfg: DictConfig) -> ContinualStrategy:
     """The strategy named by `method.name` with the rest of `method` as its arguments."""
     options = OmegaConf.to_container(cfg.method, resolve=True)
-    return build_strategy(options.pop("name"), **options)
+    return strategy_class(options.pop("name"))(**options)
 
 
 def skipped_images(stream: Stream) -> dict[str, dict[str, int]]:

@@ -46,8 +46,9 @@ def test_tasks_sharing_a_test_set_are_evaluated_once():
     sets = [EncodedSamples(backbone, s, with_answer=False) for s in (shared, shared, own)]
     calls = []
 
-    class Strategy:
+    class Strategy(torch.nn.Module):  # the loop moves a strategy (and so its backbone)
         def __init__(self):
+            super().__init__()
             self.backbone = backbone
 
         def generate(self, batch):

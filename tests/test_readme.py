@@ -3,6 +3,7 @@ every strategy has one row (in the table of the families it runs on), one conf/m
 whose `name` is its file name, and every scale preset in conf/experiment/ selects a registered
 method."""
 
+import inspect
 import re
 from pathlib import Path
 
@@ -49,3 +50,25 @@ def test_method_names_mean_one_thing():
         assert text.startswith("# @package _global_"), path.name
         selected = re.findall(r"- override /method: ([a-z0-9_]+)", text)
         assert len(selected) == 1 and selected[0] in STRATEGIES, path.name
+
+
+def test_a_method_has_one_source_of_defaults():
+    """Every constructor option is in the method's YAML, and no constructor has a default of its
+    own (zero_shot trains nothing and has no options)."""
+    for name, cls in STRATEGIES.items():
+        config = yaml.safe_load((ROOT / "conf" / "method" / f"{name}.yaml").read_text())
+        given = set(config) | {d.split("@")[-1].split(":")[0] for d in _defaults(config)}
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or not klass.__module__.startswith("mcl.strategies"):
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind is not p.KEYWORD_ONLY or name == "zero_shot":
+                    continue
+                assert p.default is p.empty, f"{klass.__name__}({p.name}=...) has a default"
+                assert p.name in given, f"conf/method/{name}.yaml does not set {p.name}"
+
+
+def _defaults(config: dict) -> list[str]:
+    """Package names the YAML's defaults list adds (`/backbone@booster: ...` adds `booster`)."""
+    entries = config.get("defaults", [])
+    return [next(iter(e)) for e in entries if isinstance(e, dict)]

@@ -134,6 +134,8 @@ def test_impossible_method_backbone_pair_fails_before_loading(no_backbone_loadin
     from mcl.compatibility import backbone_spec, check_run
     from mcl.strategies.base import ContinualStrategy
 
+    options = {"lr": 1e-3, "weight_decay": 0.0, "epochs": 1, "batch_size": 8}
+
     class ClassifierOnly(ContinualStrategy):
         name = "classifier_only"
         families = frozenset({"classification"})
@@ -144,9 +146,9 @@ def test_impossible_method_backbone_pair_fails_before_loading(no_backbone_loadin
 
     backbone_cfg = compose_config(MICRO).backbone
     with pytest.raises(ValueError, match="supports \\['classification'\\] backbones.*instruction"):
-        check_run(ClassifierOnly(), backbone_spec(backbone_cfg))
+        check_run(ClassifierOnly(**options), backbone_spec(backbone_cfg))
     with pytest.raises(ValueError, match="needs the capabilities \\['classification_head'\\]"):
-        check_run(NeedsHead(), backbone_spec(backbone_cfg))
+        check_run(NeedsHead(**options), backbone_spec(backbone_cfg))
 
 
 def test_cli_logs_to_wandb_offline_and_tensorboard(tmp_path):

@@ -3,7 +3,7 @@ and a method that needs whole gradients is refused before any work. (2 CPU proce
 under FSDP, killed and resumed: tests/test_ddp.py.)"""
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, method_options
 from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import OmegaConf
 
@@ -48,5 +48,5 @@ def test_a_method_needing_whole_gradients_is_refused_under_fsdp():
     spec = backbone_spec(compose_config(["backbone=tiny_llava_micro"]).backbone)
     fsdp = LoopConfig(**_trainer_options()).strategy
     with pytest.raises(ValueError, match="cannot train under FSDP.*trainer=ddp"):
-        check_run(FwdPrompt(pool_size=2, prompt_length=1, top_k=1), spec, trainer_strategy=fsdp)
-    check_run(Finetune(), spec, trainer_strategy=fsdp)  # a shardable method passes
+        check_run(FwdPrompt(**method_options("fwd_prompt")), spec, trainer_strategy=fsdp)
+    check_run(Finetune(**method_options("finetune")), spec, trainer_strategy=fsdp)  # passes

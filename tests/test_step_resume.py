@@ -10,6 +10,7 @@ schedule, counter, RNG and the position in the shuffled data, mid-epoch or at an
 import lightning as L
 import pytest
 import torch
+from conftest import method_options
 
 from mcl.backbones.llava import LlavaBackbone
 from mcl.checkpointing import AtomicCheckpointIO, step_checkpoint_path
@@ -39,8 +40,9 @@ SAMPLES = toy_world.generate("capability_colour", 24, 0, "train")
 def _fresh(micro_tiny: dict) -> RankSelectiveLora:
     """The strategy as the loop hands it to fit_task: set up, before its first task."""
     backbone = LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny)
-    strategy = RankSelectiveLora(r=4, lr=3e-3, epochs=2, batch_size=8, max_kappa=0.03,
-                                 dense_fraction=0.2, kappa_levels=3)
+    strategy = RankSelectiveLora(**method_options(
+        "rank_selective_lora", r=4, lr=3e-3, epochs=2, batch_size=8, max_kappa=0.03,
+        dense_fraction=0.2, kappa_levels=3))
     torch.manual_seed(0)  # the same initial adapters in every "process"
     strategy.setup(backbone)
     strategy.before_task(Task("t", SAMPLES, SAMPLES[:4]), 0)

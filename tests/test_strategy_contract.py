@@ -9,7 +9,7 @@ import io
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import MICRO_METHOD, compose_config
 from hydra.utils import instantiate
 
 from mcl.data import toy_classes, toy_world
@@ -44,7 +44,7 @@ def _setup_or_skip(strategy, backbone) -> None:
 def _classification_strategy(name: str, backbone: str):
     """A fresh strategy set up on a fresh micro classification backbone (skipped where the pair
     is impossible, as check_run would refuse it)."""
-    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
     _setup_or_skip(strategy, _load(backbone))
     return strategy
 
@@ -77,7 +77,7 @@ def _own_members(backbone) -> dict:
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_trains_only_what_it_declares(name, micro_backbone, tmp_path):
-    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
     untouched = _own_members(micro_backbone)
     _setup_or_skip(strategy, micro_backbone)
     trainable = {n for n, p in strategy.named_trainable_parameters().items()}
@@ -99,7 +99,7 @@ def test_state_round_trips_through_a_checkpoint(name, micro_tiny, tmp_path):
     from mcl.backbones.llava import LlavaBackbone
 
     def fresh():
-        s = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+        s = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
         _setup_or_skip(s, LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny))
         return s
 
@@ -121,7 +121,7 @@ def test_state_round_trips_through_a_checkpoint(name, micro_tiny, tmp_path):
 def test_classification_family_keeps_the_contract(name, backbone, tmp_path):
     """Trains only what it declares, frozen parameters unchanged, and the state round-trips
     through a checkpoint with identical logits and predictions, on CLIP and ViT."""
-    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
     model = _load(backbone)
     untouched = _own_members(model)
     _setup_or_skip(strategy, model)
@@ -169,3 +169,10 @@ def test_no_strategy_file_reaches_into_or_attaches_onto_its_backbone():
     hits = [f"{path.name}:{i}: {line.strip()}" for path in sorted(folder.glob("*.py"))
             for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, hits
+
+
+def test_a_checkpoint_from_before_strategies_owned_their_modules_is_refused_clearly():
+    """Format 1 (parameters named from the backbone, no "format" key) cannot be resumed."""
+    strategy = build_strategy("finetune")
+    with pytest.raises(ValueError, match="older mcl.*format 1.*new output directory.*resume=false"):
+        strategy.load_checkpoint_state({"params": {"model.lm_head.weight": None}, "extra": {}})

@@ -104,6 +104,22 @@ class Capability(StrEnum):
     LABEL_PROMPTS = "label_prompts"
 
 
+# The members each capability promises (a backbone that declares one overrides all of them).
+CAPABILITY_MEMBERS: dict[Capability, tuple[str, ...]] = {
+    Capability.PARTS: ("parts",),
+    Capability.LINEAR_LAYERS: ("adapter_root",),
+    Capability.INPUT_EMBEDDINGS: ("input_embeddings", "tokenizer"),
+    Capability.EMBEDS: ("embed", "forward_embeds", "generate_embeds", "instruction_mask",
+                        "image_mask", "text_context_length"),
+    Capability.DECODER_LAYERS: ("decoder_layers",),
+    Capability.GENERATE: (),
+    Capability.VISION_PROMPTS: ("hidden_size", "num_layers", "feature_dim", "image_size",
+                                "query", "encode_image", "logits"),
+    Capability.LABEL_PROMPTS: ("encode_text", "text_hidden_size", "text_context_length",
+                               "logit_scale", "tokenizer"),
+}
+
+
 class MissingCapability(NotImplementedError):
     """A strategy used a member of a capability its backbone does not have."""
 

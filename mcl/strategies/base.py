@@ -21,6 +21,11 @@ an impossible backbone from its class-level `BackboneSpec` before any weight loa
 A method whose constructor can say more (e.g. that a named part exists) overrides
 `check_backbone` and calls super.
 
+Defaults: a method's constructor takes keyword arguments without defaults; its YAML
+(conf/method/<name>.yaml) gives every one, each number cited, so a value lives in one place.
+`build_strategy(name, **overrides)` reads that YAML for tests and scripts; mcl.run passes the
+composed config. Scale presets are experiments (conf/experiment/<name>_tiny.yaml), not methods.
+
 Hooks, in loop order: `setup(backbone)`; per task `before_task`, `train_samples`, then per step
 `forward` -> `loss` -> backward -> `on_after_backward` -> optimiser step ->
 `after_optimizer_step` (optimiser from `configure_optimizer`), then `after_task`; evaluation calls
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -73,8 +79,7 @@ class ContinualStrategy(nn.Module):
     # projection): under FSDP each rank holds only a shard of them, so trainer=fsdp refuses it.
     shardable: ClassVar[bool] = True
 
-    def __init__(self, lr: float = 1e-4, weight_decay: float = 0.0, epochs: int = 1,
-                 batch_size: int = 32) -> None:
+    def __init__(self, *, lr: float, weight_decay: float, epochs: int, batch_size: int) -> None:
         super().__init__()
         if epochs <= 0:
             raise ValueError(f"method.epochs must be a positive integer, got {epochs}")
@@ -207,30 +212,49 @@ class ContinualStrategy(nn.Module):
                 f"({100 * trainable / max(total, 1):.2f}%)")
 
 
-def build_strategy(name: str, **kwargs) -> ContinualStrategy:
-    """Instantiate a registered strategy by name, with a clear error for unknown names."""
+def strategy_class(name: str) -> type[ContinualStrategy]:
+    """The registered strategy `name`, with a clear error for unknown names."""
     import mcl.strategies  # noqa: F401  (registers every built-in strategy)
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown method {name!r}; registered methods: "
                          f"{', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name](**kwargs)
+    return STRATEGIES[name]
+
+
+def method_defaults(name: str) -> dict:
+    """The options of conf/method/<name>.yaml (its defaults list composed, resolved): a method's
+    one source of defaults. Composes with Hydra, so call it outside a running Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"method={name}"])
+    options = OmegaConf.to_container(cfg.method, resolve=True)
+    options.pop("name")
+    return options
+
+
+def build_strategy(name: str, **overrides) -> ContinualStrategy:
+    """The registered strategy `name` with its YAML's options (`method_defaults`), `overrides`
+    replacing some: for tests and scripts (mcl.run passes the composed config instead)."""
+    cls = strategy_class(name)
+    return cls(**(method_defaults(name) | overrides))
 
 
 class PartsStrategy(ContinualStrategy):
     """A method that trains named backbone parts, or adapters on their linear layers.
 
-    `parts` chooses them; when it is None, the class's `default_parts` for the backbone's family
-    (or the config's `family_parts`) does, so one method file serves every family.
+    `parts` chooses them; when it is None, `family_parts[<the backbone's family>]` (set in the
+    method's YAML) does, so one method file serves every family.
     """
 
-    default_parts: dict[str, tuple[str, ...]] = {}
-
-    def __init__(self, parts: Sequence[str] | None = None,
-                 family_parts: dict[str, Sequence[str]] | None = None, **kwargs) -> None:
+    def __init__(self, *, parts: Sequence[str] | None,
+                 family_parts: dict[str, Sequence[str]], **kwargs) -> None:
         super().__init__(**kwargs)
         self.parts = list(parts) if parts is not None else None
-        self.family_parts = dict(family_parts or self.default_parts)
+        self.family_parts = dict(family_parts)
 
     def parts_for(self, backbone: Backbone | BackboneSpec) -> list[str]:
         """The parts trained on `backbone`; a ValueError naming the valid ones if it lacks one."""

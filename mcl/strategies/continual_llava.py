@@ -141,9 +141,8 @@ class ContinualLlava(ContinualStrategy):
 
     requires = frozenset({Capability.INPUT_EMBEDDINGS, Capability.DECODER_LAYERS})
 
-    def __init__(self, pool_size: int = 10, top_m: int = 5, rank: int = 8,
-                 target: str = "o_proj", max_tasks: int = 16, align_epochs: int = 1,
-                 instruction_encoder: str | None = None, **kwargs) -> None:
+    def __init__(self, *, pool_size: int, top_m: int, rank: int, target: str, max_tasks: int,
+                 align_epochs: int, instruction_encoder: str | None, **kwargs) -> None:
         super().__init__(**kwargs)
         if instruction_encoder is not None and not Path(instruction_encoder).is_dir():
             raise FileNotFoundError(

@@ -19,7 +19,6 @@ class Finetune(PartsStrategy):
 
     requires = frozenset({"parts"})
     families = frozenset({"instruction", "classification"})
-    default_parts = {"instruction": ("projector", "llm"), "classification": ("vision", "head")}
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

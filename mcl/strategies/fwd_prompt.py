@@ -103,9 +103,8 @@ class FwdPrompt(ContinualStrategy):
     shardable = False  # projects the prompts' whole gradient and update
     requires = frozenset({"embeds", "input_embeddings"})
 
-    def __init__(self, pool_size: int = 10, prompt_length: int = 5, top_k: int = 5,
-                 pull_coeff: float = 0.1, task_threshold: float = 0.97,
-                 pretrained_threshold: float = 0.97, svd_batch_size: int = 64,
+    def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
+                 task_threshold: float, pretrained_threshold: float, svd_batch_size: int,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0 < top_k <= pool_size or prompt_length <= 0:

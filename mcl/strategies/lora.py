@@ -21,9 +21,8 @@ class Lora(PartsStrategy):
 
     requires = frozenset({"linear_layers"})
     families = frozenset({"instruction", "classification"})
-    default_parts = {"instruction": ("llm",), "classification": ("vision", "head")}
 
-    def __init__(self, r: int = 8, alpha: float = 16.0, dropout: float = 0.05, **kwargs) -> None:
+    def __init__(self, *, r: int, alpha: float, dropout: float, **kwargs) -> None:
         super().__init__(**kwargs)
         if r <= 0:
             raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")

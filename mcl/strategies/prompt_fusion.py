@@ -128,11 +128,9 @@ class PromptFusion(ContinualStrategy):
     requires = frozenset({"vision_prompts", "label_prompts"})
     families = frozenset({"classification"})
 
-    # Constructor default context length: CoOp's own M = 16 (Zhou et al. 2022), which fits the
-    # tiny text towers' 32 positions; the PromptFusion code's 30 is in the YAML.
-    def __init__(self, booster: dict | None = None, context_length: int = 16,
-                 clip_prompt_length: int = 30, booster_prompt_length: int = 30,
-                 memory_size: int = 5000, feature_batch_size: int = 64, **kwargs) -> None:
+    def __init__(self, *, booster: dict | None, context_length: int, clip_prompt_length: int,
+                 booster_prompt_length: int, memory_size: int, feature_batch_size: int,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(booster, DictConfig):
             booster = OmegaConf.to_container(booster, resolve=True)

@@ -56,13 +56,10 @@ class RankSelectiveLora(PartsStrategy):
 
     requires = frozenset({"linear_layers"})
     families = frozenset({"instruction", "classification"})
-    # Every linear layer of every part (paper, Takeaway 1): on CLIP, both towers ("head" is the
-    # text tower); on ViT, the network, its new linear head trained beside the adapters.
-    default_parts = {"instruction": ("vision", "projector", "llm"),
-                     "classification": ("vision", "head")}
+    # Parts per family: every linear layer of every part (paper, Takeaway 1), in the YAML.
 
-    def __init__(self, r: int = 16, max_kappa: float = 5e-3, dense_fraction: float = 0.5,
-                 kappa_levels: int = 50, **kwargs) -> None:
+    def __init__(self, *, r: int, max_kappa: float, dense_fraction: float, kappa_levels: int,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if r <= 0:
             raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")
