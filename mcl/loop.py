@@ -148,8 +148,8 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
     if state is not None:
         done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
         if done:
-            strategy.load_checkpoint_state(torch.load(results_io.checkpoint_path(run_dir, done - 1),
-                                                weights_only=False)["strategy"])
+            last = results_io.checkpoint_path(run_dir, done - 1)
+            strategy.load_checkpoint_state(torch.load(last, weights_only=False)["strategy"])
         print(f"resuming {run_dir}: {done} of {len(names)} tasks already finished")
     if is_main():
         checkpointing.remove_stale(run_dir, keep_task=done if resume else None)
