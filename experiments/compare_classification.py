@@ -9,8 +9,8 @@ Runs a Hydra multirun of `mcl.run` (backbone tiny_clip unless --backbone) into -
 multirun/compare_classification; with --jobs > 1 through Hydra's joblib launcher; finished runs
 are reused, as a re-run resumes), then `python -m mcl.report` on it: report.md, report.csv and
 plots/ beside the runs. Each method runs with its toy classification preset, the first of
-`<method>_clip`, `<method>_tiny`, `<method>` that exists in conf/method/; a method that is not
-registered (or has no config) is skipped with a message.
+`experiment=<method>_clip`, `experiment=<method>_tiny` that exists in conf/experiment/, else with
+`method=<method>`; a method that is not registered (or has no config) is skipped with a message.
 """
 
 from __future__ import annotations
@@ -21,21 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sweep import ROOT, sweep_and_report
+from sweep import ROOT, method_choices, sweep_and_report
 
 from mcl.strategies import STRATEGIES
 
 METHODS = ["prompt_fusion", "rank_selective_lora", "l2p", "dualprompt", "coda_prompt",
            "finetune", "lora", "joint", "zero_shot"]
 STREAMS = ["toy_class_incremental", "toy_domain_incremental", "toy_mtil"]
-
-
-def preset(method: str) -> str | None:
-    """The config to run `method` with on the toy classification streams; None if none exists."""
-    for name in (f"{method}_clip", f"{method}_tiny", method):
-        if (ROOT / "conf" / "method" / f"{name}.yaml").exists():
-            return name
-    return None
 
 
 def main() -> None:
@@ -50,12 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     configs = []
     for method in args.methods:
-        name = preset(method)
-        if method not in STRATEGIES or name is None:
+        if method not in STRATEGIES or not (ROOT / "conf" / "method" / f"{method}.yaml").exists():
             print(f"skipping {method}: no registered strategy or conf/method/{method}.yaml in "
                   "this checkout", file=sys.stderr)
             continue
-        configs.append(name)
+        configs.append(method)
     if not configs:
         sys.exit("none of the requested methods is available; registered: "
                  + ", ".join(sorted(STRATEGIES)))
@@ -64,8 +55,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run([sys.executable, "-m", "mcl.pretrain", f"backbone={args.backbone}",
                         f"hydra.run.dir={scratch}"], cwd=ROOT, check=True)
-    sys.exit(sweep_and_report([f"backbone={args.backbone}", f"method={','.join(configs)}",
-                               f"stream={','.join(args.streams)}"],
+    sys.exit(sweep_and_report(method_choices(configs, ("_clip", "_tiny")),
+                              [f"backbone={args.backbone}", f"stream={','.join(args.streams)}"],
                               args.seeds, args.out, args.jobs, args.overrides))
 
 

@@ -6,8 +6,8 @@
 
 Runs a Hydra multirun of `mcl.run` into --out (default multirun/compare_toy; with --jobs > 1
 through Hydra's joblib launcher; finished runs are reused, as a re-run resumes), then
-`python -m mcl.report` on it: report.md, report.csv and plots/ beside the runs. Seed methods run
-with their `_tiny` presets.
+`python -m mcl.report` on it: report.md, report.csv and plots/ beside the runs. A method with a
+tiny scale preset (conf/experiment/<method>_tiny.yaml) runs with it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweep import ROOT, sweep_and_report
+from sweep import ROOT, method_choices, sweep_and_report
 
-SEED_METHODS = ["fwd_prompt_tiny", "continual_llava_tiny", "rank_selective_lora_tiny"]
+SEED_METHODS = ["fwd_prompt", "continual_llava", "rank_selective_lora"]
 
 
 def main() -> None:
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "compare_toy")
     parser.add_argument("overrides", nargs="*", help="extra mcl.run overrides")
     args = parser.parse_args()
-    sys.exit(sweep_and_report([f"method={','.join(args.methods)}",
-                               f"stream={','.join(args.streams)}"],
+    sys.exit(sweep_and_report(method_choices(args.methods, ("_tiny",)),
+                              [f"stream={','.join(args.streams)}"],
                               args.seeds, args.out, args.jobs, args.overrides))
 
 

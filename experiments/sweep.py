@@ -11,15 +11,32 @@ from mcl.report.cli import main as report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sweep_and_report(choices: list[str], seeds: list[int], out: Path, jobs: int,
-                     overrides: list[str]) -> int:
-    """Run every combination of `choices` (e.g. "method=a,b") and `seeds` into `out` (in
-    parallel through the joblib launcher when `jobs` > 1; finished runs resume as done), then
-    write the report beside the runs; returns the report's exit status."""
-    cmd = [sys.executable, "-m", "mcl.run", "-m", *choices,
-           f"seed={','.join(map(str, seeds))}", "trainer.progress_bar=false", "logger=none",
-           f"hydra.sweep.dir={out}", *overrides]
-    if jobs > 1:
-        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
-    subprocess.run(cmd, cwd=ROOT, check=True)
+def method_choices(methods: list[str], presets: tuple[str, ...]) -> list[str]:
+    """How to select each method, grouped for one multirun each: its first scale preset that
+    exists (`experiment=<method><suffix>`, conf/experiment/), else its own config (`method=`)."""
+    plain, experiments = [], []
+    for method in methods:
+        found = [f"{method}{s}" for s in presets
+                 if (ROOT / "conf" / "experiment" / f"{method}{s}.yaml").exists()]
+        if found:
+            experiments.append(found[0])
+        else:
+            plain.append(method)
+    return ([f"method={','.join(plain)}"] if plain else []) + (
+        [f"experiment={','.join(experiments)}"] if experiments else [])
+
+
+def sweep_and_report(selections: list[str], choices: list[str], seeds: list[int], out: Path,
+                     jobs: int, overrides: list[str]) -> int:
+    """For each of `selections` (e.g. "method=a,b", "experiment=c_tiny"), run every combination
+    of it with `choices` (e.g. "stream=x,y") and `seeds` into `out` (in parallel through the
+    joblib launcher when `jobs` > 1; finished runs resume as done), then write the report beside
+    the runs; returns the report's exit status."""
+    for selection in selections:
+        cmd = [sys.executable, "-m", "mcl.run", "-m", selection, *choices,
+               f"seed={','.join(map(str, seeds))}", "trainer.progress_bar=false", "logger=none",
+               f"hydra.sweep.dir={out}", *overrides]
+        if jobs > 1:
+            cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+        subprocess.run(cmd, cwd=ROOT, check=True)
     return report([str(out)])

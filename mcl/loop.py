@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from mcl import checkpointing, sharding
 from mcl import results as results_io
-from mcl.data.label_space import is_classification, label_spaces
+from mcl.data.label_space import is_classification, label_spaces, training_label_space
 from mcl.data.task import EncodedSamples, Stream
 from mcl.distributed import GlobalBatches, barrier, is_main
 from mcl.evaluate import cell_score, evaluate_records
@@ -74,15 +74,16 @@ def _eval_device(cfg: LoopConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def evaluate_stream(generate, backbone, test_items: Sequence[EncodedSamples], cfg: LoopConfig,
-                    desc: str, classes: Sequence[list[str]] | None = None
+def evaluate_stream(generate, strategy: ContinualStrategy, test_items: Sequence[EncodedSamples],
+                    cfg: LoopConfig, desc: str, classes: Sequence[list[str]] | None = None
                     ) -> tuple[np.ndarray, list[list[dict]]]:
     """One row of R: accuracy of `generate` on every task of the stream, trained or not yet,
     and every task's per-sample records (mcl.evaluate). Classification tasks are scored among
     `classes[j]` (`mcl.data.label_space`). Tasks that share one test set (CORe50's sessions)
     are evaluated once."""
-    backbone.to(_eval_device(cfg))
-    backbone.eval()
+    backbone = strategy.backbone
+    strategy.to(_eval_device(cfg))  # the backbone and the modules the strategy owns
+    strategy.eval()
     row = np.empty(len(test_items))
     records: list[list[dict]] = []
     done: dict[tuple, list[dict]] = {}
@@ -135,7 +136,7 @@ def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str,
         log_every_n_steps=cfg.log_every_n_steps, enable_checkpointing=saver is not None,
         callbacks=callbacks, plugins=plugins, enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False, default_root_dir=str(run_dir), **extra)
-    strategy.backbone.train()
+    strategy.train()
     module = ContinualModule(strategy, task_name, sampler=sampler)
     ckpt_path = step_checkpoint if resume and step_checkpoint.exists() else None
     try:
@@ -166,10 +167,6 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
                 stop: checkpointing.StopOnSignal) -> dict:
     if predictions not in ("all", "last", "none"):
         raise ValueError(f"predictions must be all, last or none, got {predictions!r}")
-    if isinstance(cfg.strategy, dict) and strategy.trains and not strategy.shardable:
-        raise ValueError(f"method {strategy.name!r} cannot train under FSDP (trainer.strategy "
-                         f"{cfg.strategy.get('name')}): its step hooks need whole gradients, "
-                         "which FSDP shards; use trainer=ddp (or a single GPU) for it")
     names = stream.task_names
     backbone = strategy.backbone
     state = results_io.load_progress(run_dir, names) if resume else None
@@ -181,8 +178,8 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
         initial = state["initial"]
         if done:
-            strategy.load_state_dict(torch.load(results_io.checkpoint_path(run_dir, done - 1),
-                                                weights_only=False)["strategy"])
+            last = results_io.checkpoint_path(run_dir, done - 1)
+            strategy.load_checkpoint_state(torch.load(last, weights_only=False)["strategy"])
         print(f"resuming {run_dir}: {done} of {len(names)} tasks already finished")
     if is_main():
         checkpointing.remove_stale(run_dir, keep_task=done if resume else None)
@@ -202,10 +199,10 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         # and Transfer compare against it. A method's untrained additions (prompts, a router)
         # may answer otherwise: that row is kept apart, as `initial`.
         spaces = label_spaces(stream.tasks, trained=0)
-        R[0], records = evaluate_stream(backbone.generate, backbone, test_items, cfg,
+        R[0], records = evaluate_stream(backbone.generate, strategy, test_items, cfg,
                                         "zero-shot evaluation", spaces)
         if _own_generate(strategy):
-            initial, _ = evaluate_stream(strategy.generate, backbone, test_items, cfg,
+            initial, _ = evaluate_stream(strategy.generate, strategy, test_items, cfg,
                                          "evaluation of the untrained method", spaces)
         timings.append({"task": "zero-shot", "train_s": 0.0,
                         "eval_s": time.perf_counter() - start})
@@ -224,7 +221,7 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         if strategy.trains:
             samples = strategy.train_samples(stream.tasks[: i + 1])
             # A classification set trains among the classes of all its samples (not per batch).
-            extra = ({"classes": sorted({s.answer for s in samples})}
+            extra = ({"classes": training_label_space(samples)}
                      if is_classification(stream.tasks) else None)
             items = EncodedSamples(backbone, samples, with_answer=True, extra=extra)
             fit_task(strategy, items, task.name, cfg, seed + i, loggers, run_dir,
@@ -232,14 +229,14 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         strategy.after_task(task, i)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        R[i + 1], records = evaluate_stream(strategy.generate, backbone, test_items, cfg,
+        R[i + 1], records = evaluate_stream(strategy.generate, strategy, test_items, cfg,
                                             f"evaluation after {task.name}",
                                             label_spaces(stream.tasks, trained=i + 1))
         timings.append({"task": task.name, "train_s": train_s,
                         "eval_s": time.perf_counter() - start})
         if is_main():  # every rank holds the same state; one writes it
             # Checkpoint first, then declare the task finished: a kill in between re-runs it.
-            results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
+            results_io.save_checkpoint(run_dir, i, {"strategy": strategy.checkpoint_state(),
                                                     "task": task.name},
                                        keep=cfg.keep_task_checkpoints)
             keep(i + 1, records)

@@ -19,8 +19,7 @@ class ContinualModule(L.LightningModule):
     def __init__(self, strategy: ContinualStrategy, task_name: str, check_every: int = 10,
                  sampler: GlobalBatches | None = None) -> None:
         super().__init__()
-        self.strategy = strategy
-        self.backbone = strategy.backbone  # registered as a submodule so Lightning moves it
+        self.strategy = strategy  # a submodule (backbone and owned modules): Lightning moves it
         self.task_name = task_name
         self.check_every = check_every
         self.sampler = sampler  # told where to continue when a step checkpoint is loaded
@@ -28,7 +27,7 @@ class ContinualModule(L.LightningModule):
         self.resumed_from: int | None = None  # the step a step checkpoint continued from
         self._rng_to_restore: dict | None = None
         # Names as the module's state_dict has them, taken before any FSDP wrapping.
-        self._trainable_keys = {f"backbone.{name}"
+        self._trainable_keys = {f"strategy.{name}"
                                 for name in strategy.named_trainable_parameters()}
         # A step checkpoint holds only what the task changes (below); the frozen rest is
         # rebuilt by the loop from the last finished task's checkpoint.
@@ -119,8 +118,9 @@ class ContinualModule(L.LightningModule):
         # (FSDP has loaded and removed the parameters by now; other strategies load them next.)
         if set(checkpoint.get("state_dict", self._trainable_keys)) != self._trainable_keys:
             raise ValueError(f"the step checkpoint of task {self.task_name!r} holds other "
-                             "parameters than this method trains; was it written by another "
-                             "method? Delete it to start the task over")
+                             "parameters than this method trains (another method's, or an older "
+                             "mcl's from before strategies owned their modules); delete it to "
+                             "start the task over")
         self.strategy.load_extra_state(state["extra"])
         self.batches_done = state["batches_done"]
         if self.sampler is not None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl.heatmap import plot_matrix
 from mcl.io import atomic_write, save_torch, write_json, write_text
 from mcl.metrics.continual import METRIC_DEFINITIONS, compute_metrics
-from mcl.report.heatmap import plot_matrix
 
 PACKAGES = ("torch", "transformers", "lightning", "peft", "hydra-core", "omegaconf",
             "torchmetrics", "wandb", "datasets", "numpy")

@@ -20,11 +20,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mcl.checkpointing import Interrupted
-from mcl.data.label_space import check_family
+from mcl.compatibility import backbone_spec, check_run
 from mcl.data.task import Stream
 from mcl.distributed import init_from_env, is_main
 from mcl.io import write_json, write_text
@@ -36,7 +36,7 @@ from mcl.results import (
     fingerprint,
     summary_table,
 )
-from mcl.strategies.base import ContinualStrategy, build_strategy
+from mcl.strategies.base import ContinualStrategy, strategy_class
 
 # Offline unless the user says otherwise: never wait on the Hub for a model mcl already has.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -87,16 +87,7 @@ def build(node: DictConfig, **kwargs):
 def build_method(cfg: DictConfig) -> ContinualStrategy:
     """The strategy named by `method.name` with the rest of `method` as its arguments."""
     options = OmegaConf.to_container(cfg.method, resolve=True)
-    return build_strategy(options.pop("name"), **options)
-
-
-def check_pair(strategy: ContinualStrategy, backbone_cfg: DictConfig) -> None:
-    """Fail before loading any weights if the method cannot run on the backbone."""
-    backbone_cls = get_method(backbone_cfg._target_).__self__
-    probe = type("Probe", (), {"name": backbone_cfg.name, "family": backbone_cls.family,
-                               "capabilities": backbone_cls.capabilities,
-                               "part_names": getattr(backbone_cls, "part_names", None)})
-    strategy.check_backbone(probe)
+    return strategy_class(options.pop("name"))(**options)
 
 
 def skipped_images(stream: Stream) -> dict[str, dict[str, int]]:
@@ -117,11 +108,9 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if cfg.resume:  # before anything is written there (config.yaml, logs)
         check_fingerprint(run_dir, settings)
     strategy = build_method(cfg)
-    check_pair(strategy, cfg.backbone)
     stream = build(cfg.stream, seed=cfg.seed)
-    check_family(get_method(cfg.backbone._target_).__self__.family, cfg.backbone.name,
-                 stream.name, stream.tasks)
     loop_cfg = LoopConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    check_run(strategy, backbone_spec(cfg.backbone), stream, loop_cfg.strategy)
     if loggers is None:
         loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     init_from_env(loop_cfg.accelerator)

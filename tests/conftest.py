@@ -30,6 +30,23 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+# Strategy options for the micro backbones (2 layers, width 16) where the paper's, in
+# conf/method/<name>.yaml, do not fit them; every other option comes from that YAML.
+MICRO_METHOD = {
+    "coda_prompt": {"pool_size": 4, "num_tasks": 2, "layers": [0, 1], "prompt_length": 2},
+    "dualprompt": {"pool_size": 2, "g_layers": [0], "e_layers": [1], "e_length": 5},
+    # The Booster on CLIP's own tower (no ViT-B download); 16 context vectors fit 32 positions.
+    "prompt_fusion": {"booster": None, "context_length": 16},
+}
+
+
+def method_options(name: str, **overrides) -> dict:
+    """A method's options from its YAML, with the micro sizes above and `overrides`."""
+    from mcl.strategies.base import method_defaults
+
+    return method_defaults(name) | MICRO_METHOD.get(name, {}) | overrides
+
+
 @pytest.fixture(scope="session")
 def micro_tiny() -> dict:
     return OmegaConf.to_container(compose_config(MICRO).backbone.tiny, resolve=True)

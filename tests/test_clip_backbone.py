@@ -11,8 +11,9 @@ from conftest import compose_config
 from mcl.backbones import tiny_clip
 from mcl.backbones.classification import LayerView, attention
 from mcl.backbones.clip import TEMPLATE, ClipBackbone
+from mcl.compatibility import backbone_spec, check_run
 from mcl.data import toy_classes
-from mcl.run import build_method, check_pair
+from mcl.run import build_method
 
 TINY = {"vision": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
                    "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
@@ -174,7 +175,7 @@ def test_a_batch_with_two_label_spaces_is_refused(clip):
 def test_impossible_pairs_fail_before_loading(overrides, reason):
     cfg = compose_config(["backbone=tiny_clip", "backbone.pretrained=/nonexistent", *overrides])
     with pytest.raises(ValueError, match=reason):
-        check_pair(build_method(cfg), cfg.backbone)
+        check_run(build_method(cfg), backbone_spec(cfg.backbone))
 
 
 @pytest.mark.parametrize("target", ["mcl.backbones.clip.ClipBackbone",

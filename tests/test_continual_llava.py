@@ -11,7 +11,6 @@ from mcl.data.task import Task
 from mcl.strategies.base import build_strategy
 from mcl.strategies.continual_llava import (
     contextual_coefficients,
-    decoder_layers,
     intrinsic_coefficients,
     low_rank_delta,
     select,
@@ -72,7 +71,7 @@ def _strategy_on_second_task(backbone):
 def test_increments_are_added_at_every_attention_output_projection(micro_backbone):
     strategy, batch = _strategy_on_second_task(micro_backbone)
     projections = [layer.self_attn.o_proj
-                   for layer in decoder_layers(micro_backbone.parts()["llm"])]
+                   for layer in micro_backbone.decoder_layers()]
     seen = []
     handles = [p.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
                for p in projections]
@@ -180,7 +179,7 @@ def test_a_sentence_bert_embeds_the_instruction_text_and_stays_frozen(micro_back
 
     strategy.forward(batch).loss.backward()  # the encoder only selects: no gradient, not saved
     assert all(p.grad is None for p in strategy.sentence_encoder.model.parameters())
-    assert all("sentence" not in name for name in strategy.state_dict())
+    assert all("sentence" not in name for name in strategy.checkpoint_state()["params"])
 
 
 def test_a_missing_sentence_encoder_is_reported_before_any_work(tmp_path):

@@ -38,7 +38,9 @@ METHODS = ["finetune", *SEEDED]
 
 
 def _command(run_dir: Path, method: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mcl.run", f"method={method}", *ARGS, *extra,
+    # A scale preset (conf/experiment/<method>_tiny.yaml) selects its method itself.
+    choice = f"experiment={method}" if method.endswith("_tiny") else f"method={method}"
+    return [sys.executable, "-m", "mcl.run", choice, *ARGS, *extra,
             f"hydra.run.dir={run_dir}"]
 
 

@@ -95,8 +95,8 @@ def test_fsdp_killed_mid_task_resumes_and_matches_one_process(tmp_path, single):
     state = torch.load(checkpoint, weights_only=False)
     # Rank 0 wrote the gathered full tensors (not one rank's flat shard).
     full = _weights(single, 0)
-    assert {k.removeprefix("backbone.") for k in state["state_dict"]} == set(full)
-    assert all(state["state_dict"][f"backbone.{k}"].shape == v.shape for k, v in full.items())
+    assert {k.removeprefix("strategy.") for k in state["state_dict"]} == set(full)
+    assert all(state["state_dict"][f"strategy.{k}"].shape == v.shape for k, v in full.items())
     assert not (run_dir / "results.json").exists() or json.loads(
         (run_dir / "results.json").read_text())["completed_tasks"] == 0
 

@@ -138,7 +138,7 @@ def test_a_restored_strategy_builds_the_same_projector_for_the_next_task(micro_t
     first.before_task(tasks[0], 0)
     restored = build_strategy("fwd_prompt")
     restored.setup(LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny))
-    restored.load_state_dict(first.state_dict())
+    restored.load_checkpoint_state(first.checkpoint_state())
     first.before_task(tasks[1], 1)
     restored.before_task(tasks[1], 1)
     assert torch.equal(first.allowed, restored.allowed)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import method_options
 
 from mcl.data.toy_streams import toy_stream
 from mcl.loop import LoopConfig, run_stream
@@ -29,7 +30,7 @@ def test_nan_loss_stops_with_a_message_and_the_last_good_checkpoint_resumes(micr
 
     stream = toy_stream("s", ["capability_recognition", "capability_colour"], 16, 8, seed=0)
     cfg = LoopConfig(progress_bar=False)
-    strategy = NanOnSecondTask(epochs=1, batch_size=8, lr=1e-2)
+    strategy = NanOnSecondTask(**method_options("finetune", epochs=1, batch_size=8, lr=1e-2))
     strategy.setup(LlavaBackbone.load("m", tiny=micro_tiny))
     with pytest.raises(NonFiniteLossError, match="capability_colour.*became nan.*method.lr"):
         run_stream(strategy, stream, tmp_path, cfg, seed=0)
@@ -39,7 +40,7 @@ def test_nan_loss_stops_with_a_message_and_the_last_good_checkpoint_resumes(micr
     assert all(torch.isfinite(v).all() for v in good["strategy"]["params"].values())
     assert not (tmp_path / "checkpoints" / "task_001.pt").exists()
 
-    fixed = Finetune(epochs=1, batch_size=8, lr=1e-2)
+    fixed = Finetune(**method_options("finetune", epochs=1, batch_size=8, lr=1e-2))
     fixed.setup(LlavaBackbone.load("m", tiny=micro_tiny))
     results = run_stream(fixed, stream, tmp_path, cfg, seed=0)  # resumes at the second task
     assert results["completed_tasks"] == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl.report.heatmap import plot_matrix
+from mcl.heatmap import plot_matrix
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,9 +10,10 @@ import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 
+from mcl.compatibility import backbone_spec, check_run
 from mcl.data.task import Task
 from mcl.data.toy_classes import toy_classification_stream
-from mcl.run import build_method, check_pair
+from mcl.run import build_method
 from mcl.strategies import build_strategy
 from mcl.strategies.prompt_pool import (
     assemble,
@@ -218,4 +219,4 @@ def test_prompt_pool_methods_refuse_an_instruction_backbone_before_loading(metho
     cfg = compose_config([f"method={method}", "backbone=tiny_llava_micro"])
     reason = f"method '{method}' cannot run on backbone 'tiny_llava_micro'.*vision_prompts"
     with pytest.raises(ValueError, match=reason):
-        check_pair(build_method(cfg), cfg.backbone)
+        check_run(build_method(cfg), backbone_spec(cfg.backbone))

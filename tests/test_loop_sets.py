@@ -46,8 +46,9 @@ def test_tasks_sharing_a_test_set_are_evaluated_once():
     sets = [EncodedSamples(backbone, s, with_answer=False) for s in (shared, shared, own)]
     calls = []
 
-    class Strategy:
+    class Strategy(torch.nn.Module):  # the loop moves a strategy (and so its backbone)
         def __init__(self):
+            super().__init__()
             self.backbone = backbone
 
         def generate(self, batch):
@@ -56,13 +57,13 @@ def test_tasks_sharing_a_test_set_are_evaluated_once():
 
     cfg = LoopConfig(progress_bar=False, eval_batch_size=8)
     strategy = Strategy()
-    row, records = evaluate_stream(strategy.generate, backbone, sets, cfg, "test",
+    row, records = evaluate_stream(strategy.generate, strategy, sets, cfg, "test",
                                    classes=[["a", "b"], ["a", "b"], ["b", "a"]])
     assert [len(r) for r in records] == [4, 4, 2] and records[0] is records[1]
     assert row.tolist() == [0.75, 0.75, 1.0]
     assert calls == [4, 2]  # the shared set once, then the third task's own
     # Different label spaces over the same samples are different evaluations.
     calls.clear()
-    row, _ = evaluate_stream(strategy.generate, backbone, sets[:2], cfg, "test",
+    row, _ = evaluate_stream(strategy.generate, strategy, sets[:2], cfg, "test",
                              classes=[["a", "b"], ["b", "a"]])
     assert row.tolist() == [0.75, 0.25] and calls == [4, 4]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import method_options
 
 from mcl.data import toy_world
 from mcl.loop import LoopConfig, fit_task
@@ -36,7 +37,7 @@ class Recording(Finetune):
 
 def test_hooks_run_once_per_step_after_the_update_with_the_strategy_optimizer(micro_backbone,
                                                                            tmp_path):
-    strategy = Recording(epochs=2, batch_size=8, lr=1.0)
+    strategy = Recording(**method_options("finetune", epochs=2, batch_size=8, lr=1.0))
     strategy.setup(micro_backbone)
     items = micro_backbone.encode(toy_world.generate("capability_colour", 24, 0, "train"),
                                   with_answer=True)
@@ -65,7 +66,7 @@ class FusedSGD(Finetune):
 def test_a_fused_optimizer_is_clipped_under_bf16_mixed_precision(micro_backbone, tmp_path):
     """Lightning's mixed-precision plugin refuses to clip for any fused optimiser; bf16 has no
     loss scale, so mcl clips the (true) gradients itself."""
-    strategy = FusedSGD(epochs=1, batch_size=8, lr=1e-3)
+    strategy = FusedSGD(**method_options("finetune", epochs=1, batch_size=8, lr=1e-3))
     strategy.setup(micro_backbone)
     items = micro_backbone.encode(toy_world.generate("capability_colour", 16, 0, "train"),
                                   with_answer=True)

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from conftest import compose_config
 from hydra.utils import instantiate
 
+from mcl.compatibility import backbone_spec, check_run
 from mcl.data.toy_classes import toy_classification_stream
-from mcl.run import build_method, check_pair, run
+from mcl.memory import herding_order
+from mcl.run import build_method, run
 from mcl.strategies import build_strategy
-from mcl.strategies.prompt_fusion import fuse, herding_order, masked_nll, weight_mask
+from mcl.strategies.prompt_fusion import fuse, masked_nll, weight_mask
 
 MICRO = ["backbone=tiny_clip_micro", "backbone@method.booster=tiny_vit_micro",
          "stream=toy_class_micro", "logger=none", "trainer.progress_bar=false"]
@@ -67,7 +69,7 @@ def test_herding_picks_the_samples_whose_running_mean_tracks_the_class_mean():
 def test_bad_pairs_and_boosters_fail_before_loading():
     cfg = compose_config(["method=prompt_fusion", "backbone=tiny_vit_micro"])
     with pytest.raises(ValueError, match="cannot run on backbone 'tiny_vit_micro'.*label_prompts"):
-        check_pair(build_method(cfg), cfg.backbone)
+        check_run(build_method(cfg), backbone_spec(cfg.backbone))
     with pytest.raises(ValueError, match="method.booster must be null .* or the config"):
         build_strategy("prompt_fusion", booster={"name": "no target"})
     llava = dict(compose_config(["backbone=tiny_llava_micro"]).backbone)
@@ -82,7 +84,7 @@ def test_a_context_longer_than_the_text_tower_fails_with_the_fix(stream):
 
 
 def _strategy(**overrides):
-    cfg = compose_config(MICRO + ["method=prompt_fusion_tiny", "method.memory_size=8",
+    cfg = compose_config(MICRO + ["experiment=prompt_fusion_tiny", "method.memory_size=8",
                                   *[f"method.{k}={v}" for k, v in overrides.items()]])
     s = build_method(cfg)
     s.setup(instantiate(cfg.backbone, _convert_="all"))
@@ -120,7 +122,7 @@ def test_second_task_trains_on_memory_with_the_mask_and_keeps_old_contexts(strea
     batch, out, first_context = _train(s, stream)
     t0, t1 = stream.tasks[0].meta["classes"], stream.tasks[1].meta["classes"]
     # memory: 8 exemplars over the (task, class) groups, 2 each after two 2-class tasks
-    groups = [(t, c) for t, _, c in s.memory]
+    groups = [(t, c) for t, _, c in s.memory.entries]
     assert len(s.memory) == 8 and all(groups.count(g) == 2 for g in set(groups))
     assert set(batch["classes"]) == set(t0) | set(t1)  # old classes come back through memory
     assert s.new_classes == t1 and s.old_classes == t0
@@ -151,10 +153,10 @@ def test_state_round_trips_with_identical_predictions(stream):
     trained = _strategy()
     _train(trained, stream)
     buffer = io.BytesIO()
-    torch.save(trained.state_dict(), buffer)
+    torch.save(trained.checkpoint_state(), buffer)
     buffer.seek(0)
     restored = _strategy()
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_checkpoint_state(torch.load(buffer, weights_only=False))
     outputs = []
     for s in (trained, restored):
         backbone = s.backbone.eval()
@@ -163,7 +165,7 @@ def test_state_round_trips_with_identical_predictions(stream):
             outputs.append((s.forward(backbone.collate_train(items)).logits,
                             s.generate(backbone.collate_generate(items))))
     assert torch.equal(outputs[0][0], outputs[1][0]) and outputs[0][1] == outputs[1][1]
-    assert restored.memory == trained.memory
+    assert restored.memory.entries == trained.memory.entries
 
 
 def test_all_four_methods_run_end_to_end_on_the_micro_classification_stream(tmp_path, capsys):
@@ -175,7 +177,7 @@ def test_all_four_methods_run_end_to_end_on_the_micro_classification_stream(tmp_
                        "method.pool_size=2"],
         "coda_prompt": ["method=coda_prompt_tiny", "backbone=tiny_vit_micro",
                         "method.pool_size=8", "method.num_tasks=2"],
-        "prompt_fusion": ["method=prompt_fusion_tiny", "backbone=tiny_clip_micro",
+        "prompt_fusion": ["experiment=prompt_fusion_tiny", "backbone=tiny_clip_micro",
                           "backbone@method.booster=tiny_vit_micro", "method.memory_size=8"],
     }
     for method, overrides in runs.items():

@@ -3,9 +3,11 @@ that grows with kappa, and gradients that reach the adapters only."""
 
 import pytest
 import torch
+from conftest import method_options
 from torch import nn
 
 import mcl.strategies.rank_selective_lora as rsl
+from mcl.adapters.gated_lora import adapter_of
 from mcl.data import toy_world
 from mcl.data.task import Task
 
@@ -18,7 +20,8 @@ def _batch(backbone, samples=TASK.train[:8]):
 
 
 def _strategy(backbone, **kwargs):
-    strategy = rsl.RankSelectiveLora(r=4, lr=1e-2, epochs=1, batch_size=8, **kwargs)
+    strategy = rsl.RankSelectiveLora(**method_options("rank_selective_lora", r=4, lr=1e-2,
+                                                      epochs=1, batch_size=8, **kwargs))
     strategy.setup(backbone)
     return strategy
 
@@ -60,7 +63,7 @@ def test_official_update_zeroes_the_band_kappa_to_2kappa_the_soft_one_keeps_it()
 
 def test_unknown_proximal_is_refused():
     with pytest.raises(ValueError, match="method.proximal"):
-        rsl.RankSelectiveLora(proximal="hard")
+        rsl.RankSelectiveLora(**method_options("rank_selective_lora", proximal="hard"))
 
 
 def test_kappa_schedule_is_zero_while_dense_then_climbs_the_official_staircase():
@@ -77,8 +80,9 @@ def test_kappa_schedule_is_zero_while_dense_then_climbs_the_official_staircase()
 def test_proximal_step_follows_each_optimiser_step_on_the_schedule(micro_backbone, proximal,
                                                                    expected):
     # 4 steps, dense warm-up 2 steps, 2 levels: the prox after step 3 uses max_kappa.
-    strategy = rsl.RankSelectiveLora(r=4, epochs=1, batch_size=1, max_kappa=0.3, kappa_levels=2,
-                                     proximal=proximal)
+    strategy = rsl.RankSelectiveLora(**method_options("rank_selective_lora", r=4, epochs=1,
+                                                      batch_size=1, max_kappa=0.3,
+                                                      kappa_levels=2, proximal=proximal))
     strategy.setup(micro_backbone)
     strategy.before_task(Task("t", TASK.train[:4], TASK.test), 0)
     strategy.configure_optimizer(strategy.trainable_parameters(), total_steps=4)
@@ -103,7 +107,7 @@ def test_merged_model_equals_the_unmerged_one(micro_backbone):
     strategy.before_task(TASK, 0)
     _randomise_adapters(strategy)
     name, layer = next(iter(strategy.layers.items()))
-    adapter = getattr(layer, rsl.ADAPTER)
+    adapter = adapter_of(layer)
     expected_delta = adapter.lora_B.detach() @ torch.diag(adapter.gate.detach()) @ adapter.lora_A
     weight_before = layer.weight.clone()
     with torch.no_grad():
@@ -139,8 +143,9 @@ def test_stronger_regularisation_leaves_fewer_ranks(micro_tiny):
     for max_kappa in (0.05, 1.0):
         torch.manual_seed(0)  # the same initial gates for both
         # 3 steps of batch 4: dense warm-up through step 1, one proximal step at max_kappa.
-        strategy = rsl.RankSelectiveLora(r=4, lr=1e-2, epochs=1, batch_size=4,
-                                         max_kappa=max_kappa, kappa_levels=2)
+        strategy = rsl.RankSelectiveLora(**method_options(
+            "rank_selective_lora", r=4, lr=1e-2, epochs=1, batch_size=4, max_kappa=max_kappa,
+            kappa_levels=2))
         strategy.setup(LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny))
         strategy.before_task(task, 0)
         optimiser, schedule = strategy.configure_optimizer(strategy.trainable_parameters(), 3)

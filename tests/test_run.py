@@ -135,8 +135,10 @@ def test_cli_multirun_gives_each_run_its_own_directory(tmp_path):
 def test_impossible_method_backbone_pair_fails_before_loading(no_backbone_loading):
     """A method for another family, or one needing a capability the backbone lacks, is refused
     with the reason, before any weights are loaded."""
-    from mcl.run import check_pair
+    from mcl.compatibility import backbone_spec, check_run
     from mcl.strategies.base import ContinualStrategy
+
+    options = {"lr": 1e-3, "weight_decay": 0.0, "epochs": 1, "batch_size": 8}
 
     class ClassifierOnly(ContinualStrategy):
         name = "classifier_only"
@@ -148,9 +150,9 @@ def test_impossible_method_backbone_pair_fails_before_loading(no_backbone_loadin
 
     backbone_cfg = compose_config(MICRO).backbone
     with pytest.raises(ValueError, match="supports \\['classification'\\] backbones.*instruction"):
-        check_pair(ClassifierOnly(), backbone_cfg)
+        check_run(ClassifierOnly(**options), backbone_spec(backbone_cfg))
     with pytest.raises(ValueError, match="needs the capabilities \\['classification_head'\\]"):
-        check_pair(NeedsHead(), backbone_cfg)
+        check_run(NeedsHead(**options), backbone_spec(backbone_cfg))
 
 
 def test_cli_logs_to_wandb_offline_and_tensorboard(tmp_path):

@@ -3,11 +3,12 @@ and a method that needs whole gradients is refused before any work. (2 CPU proce
 under FSDP, killed and resumed: tests/test_ddp.py.)"""
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, method_options
 from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import OmegaConf
 
-from mcl.loop import LoopConfig, run_stream
+from mcl.compatibility import backbone_spec, check_run
+from mcl.loop import LoopConfig
 from mcl.sharding import fsdp_strategy, wrap_classes
 from mcl.strategies.finetune import Finetune
 from mcl.strategies.fwd_prompt import FwdPrompt
@@ -41,11 +42,11 @@ def test_fsdp_units_are_the_decoder_and_vision_layers(micro_backbone):
     assert strategy._activation_checkpointing_kwargs  # the same layers recompute activations
 
 
-def test_a_method_needing_whole_gradients_is_refused_under_fsdp(micro_backbone, tmp_path):
+def test_a_method_needing_whole_gradients_is_refused_under_fsdp():
+    """By the run's one compatibility check, from the backbone's class: before any loading."""
     assert Finetune.shardable and not FwdPrompt.shardable
-    strategy = FwdPrompt(pool_size=2, prompt_length=1, top_k=1)
-    strategy.setup(micro_backbone)
+    spec = backbone_spec(compose_config(["backbone=tiny_llava_micro"]).backbone)
+    fsdp = LoopConfig(**_trainer_options()).strategy
     with pytest.raises(ValueError, match="cannot train under FSDP.*trainer=ddp"):
-        run_stream(strategy, stream=None, run_dir=tmp_path,
-                   cfg=LoopConfig(**_trainer_options()), seed=0)
-    assert not any(tmp_path.iterdir())  # refused before writing anything
+        check_run(FwdPrompt(**method_options("fwd_prompt")), spec, trainer_strategy=fsdp)
+    check_run(Finetune(**method_options("finetune")), spec, trainer_strategy=fsdp)  # passes

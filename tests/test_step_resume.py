@@ -10,6 +10,7 @@ schedule, counter, RNG and the position in the shuffled data, mid-epoch or at an
 import lightning as L
 import pytest
 import torch
+from conftest import method_options
 
 from mcl.backbones.llava import LlavaBackbone
 from mcl.checkpointing import AtomicCheckpointIO, step_checkpoint_path
@@ -39,8 +40,9 @@ SAMPLES = toy_world.generate("capability_colour", 24, 0, "train")
 def _fresh(micro_tiny: dict) -> RankSelectiveLora:
     """The strategy as the loop hands it to fit_task: set up, before its first task."""
     backbone = LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny)
-    strategy = RankSelectiveLora(r=4, lr=3e-3, epochs=2, batch_size=8, max_kappa=0.03,
-                                 dense_fraction=0.2, kappa_levels=3)
+    strategy = RankSelectiveLora(**method_options(
+        "rank_selective_lora", r=4, lr=3e-3, epochs=2, batch_size=8, max_kappa=0.03,
+        dense_fraction=0.2, kappa_levels=3))
     torch.manual_seed(0)  # the same initial adapters in every "process"
     strategy.setup(backbone)
     strategy.before_task(Task("t", SAMPLES, SAMPLES[:4]), 0)
@@ -59,7 +61,7 @@ def uninterrupted(micro_tiny, tmp_path_factory) -> dict:
     fit_task(reference, _items(reference), "t", LoopConfig(progress_bar=False), seed=0,
              loggers=[], run_dir=run_dir)
     assert reference._steps == 6
-    return reference.state_dict()["params"]
+    return reference.checkpoint_state()["params"]
 
 
 @pytest.mark.parametrize(("every", "kill_at", "resumed_from"),
@@ -77,7 +79,7 @@ def test_resumed_fit_equals_uninterrupted_fit(micro_tiny, uninterrupted, tmp_pat
                  seed=0, loggers=[], run_dir=tmp_path)
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary file left
     checkpoint = AtomicCheckpointIO().load_checkpoint(step_checkpoint_path(tmp_path, 0))
-    trainable = {f"backbone.{n}" for n in killed.named_trainable_parameters()}
+    trainable = {f"strategy.{n}" for n in killed.named_trainable_parameters()}
     assert set(checkpoint["state_dict"]) == trainable  # not the frozen backbone
     assert checkpoint["global_step"] == checkpoint["mcl"]["batches_done"] == resumed_from
     assert checkpoint["mcl"]["extra"]["steps"] == resumed_from  # CoDyRA's proximal steps
@@ -89,12 +91,12 @@ def test_resumed_fit_equals_uninterrupted_fit(micro_tiny, uninterrupted, tmp_pat
     assert module.resumed_from == resumed_from
     assert module.batches_done == 6
     assert resumed._steps == 6  # the proximal-step counter continued from the checkpoint
-    got = resumed.state_dict()["params"]
+    got = resumed.checkpoint_state()["params"]
     assert got.keys() == uninterrupted.keys()
     for name in uninterrupted:
         torch.testing.assert_close(got[name], uninterrupted[name], atol=1e-6, rtol=0)
     # Training moved the parameters well beyond the tolerance: the comparison above can fail.
-    untrained = _fresh(micro_tiny).state_dict()["params"]
+    untrained = _fresh(micro_tiny).checkpoint_state()["params"]
     assert max((uninterrupted[n] - untrained[n]).abs().max().item()
                for n in uninterrupted) > 1e-3
 

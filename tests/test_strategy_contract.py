@@ -9,7 +9,7 @@ import io
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import MICRO_METHOD, compose_config
 from hydra.utils import instantiate
 
 from mcl.data import toy_classes, toy_world
@@ -33,7 +33,7 @@ def _load(backbone: str):
 
 def _setup_or_skip(strategy, backbone) -> None:
     """Set the strategy up on the backbone, or skip the test where the pair is impossible (a
-    classification-only method on LLaVA), as check_pair would refuse it."""
+    classification-only method on LLaVA), as check_run would refuse it."""
     try:
         strategy.check_backbone(backbone)
     except ValueError as err:
@@ -43,8 +43,8 @@ def _setup_or_skip(strategy, backbone) -> None:
 
 def _classification_strategy(name: str, backbone: str):
     """A fresh strategy set up on a fresh micro classification backbone (skipped where the pair
-    is impossible, as check_pair would refuse it)."""
-    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+    is impossible, as check_run would refuse it)."""
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
     _setup_or_skip(strategy, _load(backbone))
     return strategy
 
@@ -68,15 +68,25 @@ def _predictions(strategy, tasks=TASKS):
     return logits, answers
 
 
+def _own_members(backbone) -> dict:
+    """The backbone object's own attributes, submodules, parameters and buffers (by name): what
+    a strategy attaching anything onto its backbone would change."""
+    return {"attributes": set(vars(backbone)), "modules": dict(backbone._modules),
+            "parameters": dict(backbone._parameters), "buffers": dict(backbone._buffers)}
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_trains_only_what_it_declares(name, micro_backbone, tmp_path):
-    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
+    untouched = _own_members(micro_backbone)
     _setup_or_skip(strategy, micro_backbone)
     trainable = {n for n, p in strategy.named_trainable_parameters().items()}
-    assert trainable == {n for n, p in micro_backbone.named_parameters() if p.requires_grad}
-    before = {n: p.detach().clone() for n, p in micro_backbone.named_parameters()}
+    # Everything the method trains is owned by the strategy (its backbone child included).
+    assert trainable == {n for n, p in strategy.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in strategy.named_parameters()}
     _train_on_both_tasks(strategy, tmp_path)
-    after = dict(micro_backbone.named_parameters())
+    assert _own_members(micro_backbone) == untouched, f"{name} attached something onto the backbone"
+    after = dict(strategy.named_parameters())
     for n, value in before.items():
         if n not in trainable:
             assert torch.equal(after[n], value), f"{name} changed frozen parameter {n}"
@@ -89,17 +99,17 @@ def test_state_round_trips_through_a_checkpoint(name, micro_tiny, tmp_path):
     from mcl.backbones.llava import LlavaBackbone
 
     def fresh():
-        s = build_strategy(name, epochs=1, batch_size=8, lr=1e-2)
+        s = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
         _setup_or_skip(s, LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny))
         return s
 
     trained = fresh()
     _train_on_both_tasks(trained, tmp_path)
     buffer = io.BytesIO()
-    torch.save(trained.state_dict(), buffer)
+    torch.save(trained.checkpoint_state(), buffer)
     buffer.seek(0)
     restored = fresh()
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_checkpoint_state(torch.load(buffer, weights_only=False))
     logits_a, answers_a = _predictions(trained)
     logits_b, answers_b = _predictions(restored)
     assert torch.equal(logits_a, logits_b)
@@ -111,23 +121,26 @@ def test_state_round_trips_through_a_checkpoint(name, micro_tiny, tmp_path):
 def test_classification_family_keeps_the_contract(name, backbone, tmp_path):
     """Trains only what it declares, frozen parameters unchanged, and the state round-trips
     through a checkpoint with identical logits and predictions, on CLIP and ViT."""
-    strategy = _classification_strategy(name, backbone)
-    model = strategy.backbone
+    strategy = build_strategy(name, epochs=1, batch_size=8, lr=1e-2, **MICRO_METHOD.get(name, {}))
+    model = _load(backbone)
+    untouched = _own_members(model)
+    _setup_or_skip(strategy, model)
     trainable = set(strategy.named_trainable_parameters())
-    assert trainable == {n for n, p in model.named_parameters() if p.requires_grad}
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert trainable == {n for n, p in strategy.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in strategy.named_parameters()}
     _train_on_both_tasks(strategy, tmp_path, CLASS_TASKS)
-    after = dict(model.named_parameters())
+    assert _own_members(model) == untouched, f"{name} attached something onto the backbone"
+    after = dict(strategy.named_parameters())
     for n, value in before.items():
         if n not in trainable:
             assert torch.equal(after[n], value), f"{name} changed frozen parameter {n}"
     changed = [n for n in trainable if not torch.equal(after[n], before[n])]
     assert bool(changed) == strategy.trains, f"{name}: trainable parameters changed: {changed[:3]}"
     buffer = io.BytesIO()
-    torch.save(strategy.state_dict(), buffer)
+    torch.save(strategy.checkpoint_state(), buffer)
     buffer.seek(0)
     restored = _classification_strategy(name, backbone)
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_checkpoint_state(torch.load(buffer, weights_only=False))
     logits_a, answers_a = _predictions(strategy, CLASS_TASKS)
     logits_b, answers_b = _predictions(restored, CLASS_TASKS)
     assert torch.equal(logits_a, logits_b)
@@ -143,3 +156,23 @@ def test_unknown_method_lists_the_registered_ones():
 def test_non_positive_hyperparameters_are_rejected(field):
     with pytest.raises(ValueError, match=f"method.{field} must be a positive"):
         build_strategy("finetune", **{field: 0})
+
+
+def test_no_strategy_file_reaches_into_or_attaches_onto_its_backbone():
+    """The repository hook's grep, as a test: strategies use only the backbone interface."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(r"setattr\(backbone|backbone\.[A-Za-z_]+ *= |backbone\.add_module"
+                         r"|backbone\.model\.|backbone\.processor\.")
+    folder = Path(__file__).resolve().parents[1] / "mcl" / "strategies"
+    hits = [f"{path.name}:{i}: {line.strip()}" for path in sorted(folder.glob("*.py"))
+            for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits
+
+
+def test_a_checkpoint_from_before_strategies_owned_their_modules_is_refused_clearly():
+    """Format 1 (parameters named from the backbone, no "format" key) cannot be resumed."""
+    strategy = build_strategy("finetune")
+    with pytest.raises(ValueError, match="older mcl.*format 1.*new output directory.*resume=false"):
+        strategy.load_checkpoint_state({"params": {"model.lm_head.weight": None}, "extra": {}})

@@ -37,17 +37,19 @@ lists them before loading), `part_parameters(names)`, `linear_layer_names(names)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcl.backbones.base import Backbone, Prefixes
 from mcl.data.images import load_image
+from mcl.data.label_space import training_label_space
 from mcl.data.task import Sample
 
-Prefixes = dict[int, tuple[torch.Tensor, torch.Tensor]]
+__all__ = ["ClassificationBackbone", "ClassifierOutput", "LayerView", "Prefixes"]
 
 
 @dataclass
@@ -106,7 +108,7 @@ def insert_prompts(tokens: torch.Tensor, prompts: torch.Tensor | None) -> torch.
     return torch.cat([tokens[:, :1], prompts.to(tokens.dtype), tokens[:, 1:]], dim=1)
 
 
-class ClassificationBackbone(nn.Module):
+class ClassificationBackbone(Backbone):
     """Shared behaviour of `ClipBackbone` and `VitBackbone`; subclasses give the model parts,
     `encode_image` and `logits`."""
 
@@ -142,12 +144,6 @@ class ClassificationBackbone(nn.Module):
     def parts(self) -> dict[str, list[nn.Module]]:
         raise NotImplementedError
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Classifier weights with no pre-trained value, which every training method must train
-        beside its own parameters (ViT's linear head; none for CLIP, whose head is its text
-        tower over label prompts)."""
-        return []
-
     def pre_layer_norm(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens
 
@@ -179,27 +175,8 @@ class ClassificationBackbone(nn.Module):
 
     # ------------------------------------------------------------------ capabilities
 
-    def part_parameters(self, names: Sequence[str]) -> Iterator[nn.Parameter]:
-        """The parameters of the named parts."""
-        valid = self.parts()
-        for name in names:
-            if name not in valid:
-                raise ValueError(f"unknown backbone part {name!r} of {self.name!r}; valid parts: "
-                                 f"{sorted(valid)}")
-            for module in valid[name]:
-                yield from module.parameters()
-
-    def linear_layer_names(self, names: Sequence[str]) -> list[str]:
-        """Names (relative to `self.model`) of the nn.Linear layers inside the named parts: the
-        layers a LoRA-style method may wrap."""
-        valid = self.parts()
-        unknown = [n for n in names if n not in valid]
-        if unknown:
-            raise ValueError(f"unknown backbone parts {unknown} of {self.name!r}; valid parts: "
-                             f"{sorted(valid)}")
-        wanted = {id(m) for part in names for module in valid[part]
-                  for m in module.modules() if isinstance(m, nn.Linear)}
-        return [n for n, m in self.model.named_modules() if id(m) in wanted]
+    def adapter_root(self) -> nn.Module:
+        return self.model
 
     # ------------------------------------------------------------------ data
 
@@ -209,7 +186,7 @@ class ClassificationBackbone(nn.Module):
             return []
         pixels = self.image_processor([load_image(s.image) for s in samples],
                                       return_tensors="pt")["pixel_values"]
-        classes = sorted({s.answer for s in samples})
+        classes = training_label_space(samples)
         return [{"pixel_values": pixels[i], "answer": s.answer, "match": s.match,
                  "classes": classes} for i, s in enumerate(samples)]
 
@@ -252,8 +229,3 @@ class ClassificationBackbone(nn.Module):
         """The best-scoring class name of every image."""
         return self.predict(self.forward({k: v for k, v in batch.items() if k != "labels"})
                             .logits, batch["classes"])
-
-    @staticmethod
-    def predict(logits: torch.Tensor, classes: Sequence[str]) -> list[str]:
-        """Class names of the arg-max logits."""
-        return [classes[i] for i in logits.argmax(-1).tolist()]

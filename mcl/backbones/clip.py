@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoProcessor, CLIPModel
 
+from mcl.backbones.base import Capability
 from mcl.backbones.classification import ClassificationBackbone, LayerView
 from mcl.backbones.weights import load_weights
 
@@ -40,7 +41,8 @@ TEMPLATE = "a photo of a {}."  # CLIP's ImageNet prompt (Radford et al. 2021, Se
 class ClipBackbone(ClassificationBackbone):
     """A transformers `CLIPModel` with its processor, seen through capabilities."""
 
-    capabilities = frozenset({"parts", "linear_layers", "vision_prompts", "label_prompts"})
+    capabilities = frozenset({Capability.PARTS, Capability.LINEAR_LAYERS,
+                              Capability.VISION_PROMPTS, Capability.LABEL_PROMPTS})
     part_names = ("vision", "text", "head")
     tiny_builder = "mcl.backbones.tiny_clip"  # builds + pre-trains the tiny model (mcl.pretrain)
 
@@ -66,6 +68,15 @@ class ClipBackbone(ClassificationBackbone):
     @property
     def feature_dim(self) -> int:
         return self.model.config.projection_dim
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    @property
+    def text_context_length(self) -> int:
+        """Positions of the text tower (label prompt + CoOp context must fit)."""
+        return int(self.model.config.text_config.max_position_embeddings)
 
     def layer_views(self) -> list[LayerView]:
         return [LayerView(norm1=layer.layer_norm1, q=layer.self_attn.q_proj,

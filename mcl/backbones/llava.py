@@ -7,29 +7,30 @@ local directory. The built-in `tiny_llava` is that same path on a directory that
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from mcl.backbones.base import IGNORE_INDEX, Backbone, Capability
 from mcl.backbones.weights import load_weights
 from mcl.data.images import load_image
 from mcl.data.task import Sample
 
-IGNORE_INDEX = -100  # label value the loss skips (prompt and padding positions)
+__all__ = ["IGNORE_INDEX", "LlavaBackbone"]
 
 
-class LlavaBackbone(nn.Module):
-    """A `LlavaForConditionalGeneration` with its processor, seen through capabilities.
-
-    Strategies never reach into the model by attribute name: they ask for the parts
-    (`vision`, `projector`, `llm`), the linear layers of a part, or the input embeddings.
-    """
+class LlavaBackbone(Backbone):
+    """A `LlavaForConditionalGeneration` with its processor, seen through the backbone interface
+    (`mcl.backbones.base`): parts `vision`, `projector`, `llm`, their linear layers, the input
+    embeddings with the image features in place, the decoder layers."""
 
     family = "instruction"
-    capabilities = frozenset({"parts", "linear_layers", "input_embeddings", "embeds", "generate"})
+    capabilities = frozenset({Capability.PARTS, Capability.LINEAR_LAYERS,
+                              Capability.INPUT_EMBEDDINGS, Capability.EMBEDS,
+                              Capability.DECODER_LAYERS, Capability.GENERATE})
     part_names = ("vision", "projector", "llm")
     tiny_builder = "mcl.backbones.tiny_llava"  # builds + pre-trains the tiny model (mcl.pretrain)
 
@@ -53,22 +54,19 @@ class LlavaBackbone(nn.Module):
             "llm": [inner.language_model, self.model.lm_head],
         }
 
-    def part_parameters(self, names: Sequence[str]) -> Iterator[nn.Parameter]:
-        """The parameters of the named parts."""
-        valid = self.parts()
-        for name in names:
-            if name not in valid:
-                raise ValueError(f"unknown backbone part {name!r}; valid parts: {sorted(valid)}")
-            for module in valid[name]:
-                yield from module.parameters()
+    def adapter_root(self) -> nn.Module:
+        return self.model
 
-    def linear_layer_names(self, names: Sequence[str]) -> list[str]:
-        """Full module names of the nn.Linear layers inside the named parts (the output head
-        excluded): the layers a LoRA-style method may wrap."""
-        wanted = {id(m) for part in names for module in self.parts()[part]
-                  for m in module.modules() if isinstance(m, nn.Linear)}
-        wanted.discard(id(self.model.lm_head))
-        return [n for n, m in self.model.named_modules() if id(m) in wanted]
+    def output_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The language model's decoder layers, in order."""
+        return self.model.model.language_model.layers
+
+    @property
+    def text_context_length(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
 
     def input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
@@ -106,6 +104,11 @@ class LlavaBackbone(nn.Module):
             **kwargs)
         # With only embeddings given, generate returns the new tokens alone.
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def image_mask(self, batch: dict) -> torch.Tensor:
+        """True at the image-feature positions of the input sequence."""
+        return batch["attention_mask"].bool() & (batch["input_ids"]
+                                                 == self.model.config.image_token_id)
 
     def instruction_mask(self, batch: dict) -> torch.Tensor:
         """True at the prompt's text tokens (not image, padding, or answer tokens)."""

@@ -2,11 +2,11 @@
 
 The image feature is the final-layer-normalised CLS token (D = hidden size), as
 `ViTForImageClassification` reads it. The head is one `nn.Linear(D, max_classes)` whose rows are
-handed to class names in the order the classes arrive (`register_classes`; encoding a set of
-samples registers their classes), so the head grows with the stream up to `max_classes`; rows start
-at zero, so a class never trained scores 0 (a ViT has no zero-shot ability). The logits of a label
-space are the rows of its classes; the row map travels with every strategy checkpoint
-(`extra_state`). One loading path serves every size: `ViTModel.from_pretrained`
+handed to class names in the order the classes are first scored (`register_classes`, called by
+`logits` on the label space `mcl.data.label_space` decides), so the head grows with the stream up
+to `max_classes`; rows start at zero, so a class never trained scores 0 (a ViT has no zero-shot
+ability). The logits of a label space are the rows of its classes; the row map travels with every
+strategy checkpoint (`extra_state`). One loading path serves every size: `ViTModel.from_pretrained`
 on a Hub id (`google/vit-base-patch16-224-in21k`) or a local directory; the built-in `tiny_vit` is
 that path on the directory `mcl.backbones.tiny_vit` pre-trains once (supervised, on toy scenes)
 and caches.
@@ -25,15 +25,16 @@ import torch
 from torch import nn
 from transformers import AutoImageProcessor, ViTModel
 
+from mcl.backbones.base import Capability
 from mcl.backbones.classification import ClassificationBackbone, LayerView
 from mcl.backbones.weights import load_weights
-from mcl.data.task import Sample
 
 
 class VitBackbone(ClassificationBackbone):
     """A transformers `ViTModel` (no pooler) and a growing linear head."""
 
-    capabilities = frozenset({"parts", "linear_layers", "vision_prompts"})
+    capabilities = frozenset({Capability.PARTS, Capability.LINEAR_LAYERS,
+                              Capability.VISION_PROMPTS})
     part_names = ("vision", "head")
     tiny_builder = "mcl.backbones.tiny_vit"  # builds + pre-trains the tiny model (mcl.pretrain)
 
@@ -54,6 +55,10 @@ class VitBackbone(ClassificationBackbone):
     @property
     def feature_dim(self) -> int:
         return self.model.config.hidden_size
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.image_size)
 
     def layer_views(self) -> list[LayerView]:
         return [LayerView(norm1=layer.layernorm_before, q=layer.attention.q_proj,
@@ -98,12 +103,6 @@ class VitBackbone(ClassificationBackbone):
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
-
-    def encode(self, samples: Sequence[Sample], with_answer: bool) -> list[dict]:
-        items = super().encode(samples, with_answer)
-        if items:
-            self.register_classes(items[0]["classes"])
-        return items
 
     # ------------------------------------------------------------------ capabilities
 

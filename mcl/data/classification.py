@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mcl.data.coast import MissingDataError
 from mcl.data.images import drop_bad_images
 from mcl.data.instruct import prepare_command
-from mcl.data.task import Sample, Task
+from mcl.data.task import MissingDataError, Sample, Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

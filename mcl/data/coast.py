@@ -14,20 +14,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mcl.data.task import Stream
+from mcl.data.instruct import instruction_stream, prepare_command
+from mcl.data.task import MissingDataError, Stream
+
+__all__ = ["CONFIGS", "MissingDataError", "coast_stream"]
 
 CONFIGS = ("domain", "capability", "dataset")
-
-
-class MissingDataError(FileNotFoundError):
-    """The data a stream needs is not where mcl looks for it."""
 
 
 def coast_stream(name: str, config: str, data_root: str, tasks: Sequence[dict], seed: int = 0,
                  skip_bad_images: bool = False) -> Stream:
     """The COAST stream `config`: `tasks` (in order) read from `<data_root>/coast/<config>/`."""
-    from mcl.data.instruct import instruction_stream, prepare_command
-
     if config not in CONFIGS:
         raise ValueError(f"unknown COAST configuration {config!r}; valid: {CONFIGS}")
     where = Path(data_root).expanduser().resolve() / "coast" / config

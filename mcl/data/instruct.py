@@ -24,9 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mcl.data import prepared
-from mcl.data.coast import MissingDataError
 from mcl.data.images import drop_bad_images
-from mcl.data.task import Sample, Stream, Task
+from mcl.data.task import MissingDataError, Sample, Stream, Task
 
 FORMATS = ('LLaVA conversations [{"image": ..., "conversations": [{"from": "human", "value": '
            '...}, {"from": "gpt", "value": ...}]}] or questions [{"question_id": ..., "image": '

@@ -1,4 +1,5 @@
-"""Which classes a classification task is scored among, at each point of a stream.
+"""Which classes a classification task is trained and scored among, at each point of a stream:
+the one place that decides label spaces (backbones and the loop only apply them).
 
 A classification task carries meta["classes"] (its label set), meta["scenario"] and
 meta["task_aware"]; instruction tasks carry none, and get no label space (answers are generated).
@@ -16,24 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mcl.data.task import Task
+from mcl.data.task import Sample, Task
 
 
 def is_classification(tasks: Sequence[Task]) -> bool:
     return bool(tasks) and all("classes" in t.meta for t in tasks)
 
 
-def check_family(family: str, backbone: str, stream_name: str, tasks: Sequence[Task]) -> None:
-    """Raise a ValueError if a backbone family cannot read the stream's tasks: classification
-    backbones need tasks with meta["classes"], instruction backbones tasks with instructions."""
-    if family == "classification" and not is_classification(tasks):
-        raise ValueError(f"backbone {backbone!r} classifies images, but stream {stream_name!r} "
-                         "is an instruction stream (its tasks list no classes); use a "
-                         "classification stream, e.g. stream=toy_class_incremental, toy_mtil")
-    if family == "instruction" and is_classification(tasks):
-        raise ValueError(f"stream {stream_name!r} is a classification stream; backbone "
-                         f"{backbone!r} answers instructions: use a CLIP or ViT backbone, e.g. "
-                         "backbone=tiny_clip")
+def training_label_space(samples: Sequence[Sample]) -> list[str]:
+    """The classes a set of training samples (one task's, or the union a method mixes in) is
+    trained among: their sorted class names. The backbone's `encode` gives its items this space
+    by default, and the loop gives a whole training set one space (not one per batch)."""
+    return sorted({s.answer for s in samples})
 
 
 def label_spaces(tasks: Sequence[Task], trained: int) -> list[list[str]] | None:

@@ -37,9 +37,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mcl.data import core50, mtil, prepared, split_cifar100, split_imagenet_r
-from mcl.data.coast import MissingDataError
 from mcl.data.images import image_problem
-from mcl.data.task import Stream
+from mcl.data.task import MissingDataError, Stream
 from mcl.io import write_json
 
 STREAM_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "stream"

@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 
 
+class MissingDataError(FileNotFoundError):
+    """The data a stream needs is not where mcl looks for it."""
+
+
 @dataclass
 class Sample:
     """One image with an instruction and its reference answer.

@@ -12,8 +12,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mcl.heatmap import plot_matrix
 from mcl.io import atomic_write
-from mcl.report.heatmap import plot_matrix
 from mcl.report.table import Row
 
 BAR_METRICS = {"last": "Last", "forgetting": "Forgetting", "bwt": "BWT", "fwt": "FWT"}

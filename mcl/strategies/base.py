@@ -1,22 +1,55 @@
 """`ContinualStrategy`, the one interface every continual-learning method implements, and its
-registry.
+registry. With `mcl.backbones.base` (the backbone interface) this is all a new method reads.
 
 A strategy decides what is trainable, what data a task trains on, the loss, what happens around
 a task (subspaces, merges, stored keys) and what state must survive a checkpoint. The loop calls
 the hooks and knows nothing about any one method; a method overrides only the hooks it needs.
+
+Ownership: a strategy is an `nn.Module` whose child `backbone` is set by `setup`. A method
+registers its own modules (prompt pools, gates, second towers, keys) by assigning them to
+attributes of the strategy (`self.pool = PromptPool(...)`), never onto the backbone: then the
+loop's device moves, Lightning's train/eval modes, DDP/FSDP wrapping (the LightningModule holds
+the strategy), checkpoints (`checkpoint_state`) and the contract test all see them. Parameter
+names are the strategy's (`backbone.<own names>`, `pool.keys`). Adapters that live inside backbone
+layers (LoRA) go through the backbone's `adapter_root()` / `linear_layer(name)`, never through
+attributes of the backbone itself.
+
+Compatibility: a method declares `families` (task families it supports), `requires` (backbone
+capabilities, `mcl.backbones.base.Capability`) and `shardable`; `check_backbone(spec)` refuses
+an impossible backbone from its class-level `BackboneSpec` before any weight loads, and
+`mcl.compatibility.check_run` (method x backbone x stream x trainer) calls it once per run.
+A method whose constructor can say more (e.g. that a named part exists) overrides
+`check_backbone` and calls super.
+
+Defaults: a method's constructor takes keyword arguments without defaults; its YAML
+(conf/method/<name>.yaml) gives every one, each number cited, so a value lives in one place.
+`build_strategy(name, **overrides)` reads that YAML for tests and scripts; mcl.run passes the
+composed config. Scale presets are experiments (conf/experiment/<name>_tiny.yaml), not methods.
+
+Hooks, in loop order: `setup(backbone)`; per task `before_task`, `train_samples`, then per step
+`forward` -> `loss` -> backward -> `on_after_backward` -> optimiser step ->
+`after_optimizer_step` (optimiser from `configure_optimizer`), then `after_task`; evaluation calls
+`generate`. State: the trainable parameters' values plus `extra_state()` (plain data or tensors)
+are what `checkpoint_state()` writes after every task; `load_checkpoint_state` restores them
+after `setup` on a freshly loaded backbone.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from mcl.backbones.base import Backbone, BackboneSpec
 from mcl.data.task import Sample, Task
 
 STRATEGIES: dict[str, type[ContinualStrategy]] = {}
+# Version of `checkpoint_state`: 2 = parameters named from the strategy (modules owned by it).
+CHECKPOINT_FORMAT = 2
 
 
 def register(name: str) -> Callable[[type[ContinualStrategy]], type[ContinualStrategy]]:
@@ -32,22 +65,22 @@ def register(name: str) -> Callable[[type[ContinualStrategy]], type[ContinualStr
     return add
 
 
-class ContinualStrategy:
-    """Base class: by default trains nothing and answers with the backbone as it is.
+def _spec(backbone: Backbone | BackboneSpec) -> BackboneSpec:
+    return backbone if isinstance(backbone, BackboneSpec) else backbone.spec
 
-    Subclasses declare `requires` (backbone capabilities they use) and `families` (the task
-    families they support), so an impossible method x backbone pair fails before any work.
-    """
 
-    name = "base"
-    requires: frozenset[str] = frozenset()
-    families: frozenset[str] = frozenset({"instruction"})
+class ContinualStrategy(nn.Module):
+    """Base class: by default trains nothing and answers with the backbone as it is."""
+
+    name: ClassVar[str] = "base"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    families: ClassVar[frozenset[str]] = frozenset({"instruction"})
     # False for a method whose step hooks need whole gradients or parameters (e.g. gradient
     # projection): under FSDP each rank holds only a shard of them, so trainer=fsdp refuses it.
-    shardable: bool = True
+    shardable: ClassVar[bool] = True
 
-    def __init__(self, lr: float = 1e-4, weight_decay: float = 0.0, epochs: int = 1,
-                 batch_size: int = 32) -> None:
+    def __init__(self, *, lr: float, weight_decay: float, epochs: int, batch_size: int) -> None:
+        super().__init__()
         if epochs <= 0:
             raise ValueError(f"method.epochs must be a positive integer, got {epochs}")
         if batch_size <= 0:
@@ -56,25 +89,27 @@ class ContinualStrategy:
             raise ValueError(f"method.lr must be positive, got {lr}")
         self.lr, self.weight_decay = lr, weight_decay
         self.epochs, self.batch_size = epochs, batch_size
-        self.backbone: nn.Module | None = None
+        self.backbone: Backbone | None = None  # a child module once `setup` ran
 
     # ------------------------------------------------------------------ set-up
 
-    @classmethod
-    def check_backbone(cls, backbone) -> None:
-        """Raise a ValueError saying why this strategy cannot run on `backbone`, if it cannot."""
-        missing = cls.requires - set(backbone.capabilities)
+    def check_backbone(self, backbone: Backbone | BackboneSpec) -> None:
+        """Raise a ValueError saying why this strategy cannot run on `backbone` (a loaded one or
+        the `BackboneSpec` of a class not loaded yet), if it cannot."""
+        spec = _spec(backbone)
+        missing = self.requires - spec.capabilities
         if missing:
             raise ValueError(
-                f"method {cls.name!r} cannot run on backbone {backbone.name!r}: it needs the "
+                f"method {self.name!r} cannot run on backbone {spec.name!r}: it needs the "
                 f"capabilities {sorted(missing)}, which this backbone does not expose")
-        if backbone.family not in cls.families:
+        if spec.family not in self.families:
             raise ValueError(
-                f"method {cls.name!r} supports {sorted(cls.families)} backbones, but "
-                f"{backbone.name!r} is a {backbone.family!r} backbone")
+                f"method {self.name!r} supports {sorted(self.families)} backbones, but "
+                f"{spec.name!r} is a {spec.family!r} backbone")
 
-    def setup(self, backbone) -> None:
-        """Attach to the backbone: add adapters or prompts, freeze what the method freezes."""
+    def setup(self, backbone: Backbone) -> None:
+        """Take the backbone as a child, freeze it, then (in subclasses) add the method's own
+        modules as attributes of the strategy and unfreeze what it trains."""
         self.check_backbone(backbone)
         self.backbone = backbone
         backbone.requires_grad_(False)
@@ -84,8 +119,10 @@ class ContinualStrategy:
         return []
 
     def named_trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The trainable parameters by their names in the strategy (`backbone....`, own
+        modules' names), the names checkpoints use."""
         trainable = {id(p) for p in self.trainable_parameters()}
-        return {n: p for n, p in self.backbone.named_parameters() if id(p) in trainable}
+        return {n: p for n, p in self.named_parameters() if id(p) in trainable}
 
     @property
     def trains(self) -> bool:
@@ -141,19 +178,23 @@ class ContinualStrategy:
     def load_extra_state(self, state: dict) -> None:
         """Restore what `extra_state` returned."""
 
-    def state_dict(self) -> dict:
-        """All method state: the trainable parameters' values and the extra state."""
+    def checkpoint_state(self) -> dict:
+        """All method state: the trainable parameters' values, the extra state and the
+        backbone's own extra state (e.g. which head row is which class)."""
         params = {n: p.detach().cpu().clone() for n, p in self.named_trainable_parameters().items()}
-        state = {"params": params, "extra": self.extra_state()}
-        if hasattr(self.backbone, "extra_state"):  # e.g. which head row is which class
-            state["backbone"] = self.backbone.extra_state()
-        return state
+        return {"format": CHECKPOINT_FORMAT, "params": params, "extra": self.extra_state(),
+                "backbone": self.backbone.extra_state()}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a `state_dict` (after `setup` on a freshly loaded backbone)."""
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore a `checkpoint_state` (after `setup` on a freshly loaded backbone)."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"this checkpoint of method {self.name!r} was written by an older mcl (format "
+                f"{state.get('format', 1)}, before strategies owned their modules; this mcl "
+                f"reads format {CHECKPOINT_FORMAT}), so it cannot be resumed: re-run into a new "
+                "output directory (hydra.run.dir=...) or with resume=false")
         self.load_extra_state(state["extra"])
-        if "backbone" in state:
-            self.backbone.load_extra_state(state["backbone"])
+        self.backbone.load_extra_state(state["backbone"])
         params = self.named_trainable_parameters()
         missing = set(state["params"]) ^ set(params)
         if missing:
@@ -166,59 +207,78 @@ class ContinualStrategy:
     def describe(self) -> str:
         """One line for the start of a run: how much of the model this method trains."""
         trainable = sum(p.numel() for p in self.trainable_parameters())
-        total = sum(p.numel() for p in self.backbone.parameters())
+        total = sum(p.numel() for p in self.parameters())
         return (f"method {self.name}: {trainable:,} trainable parameters of {total:,} "
                 f"({100 * trainable / max(total, 1):.2f}%)")
 
 
-def build_strategy(name: str, **kwargs) -> ContinualStrategy:
-    """Instantiate a registered strategy by name, with a clear error for unknown names."""
+def strategy_class(name: str) -> type[ContinualStrategy]:
+    """The registered strategy `name`, with a clear error for unknown names."""
     import mcl.strategies  # noqa: F401  (registers every built-in strategy)
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown method {name!r}; registered methods: "
                          f"{', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name](**kwargs)
+    return STRATEGIES[name]
+
+
+def method_defaults(name: str) -> dict:
+    """The options of conf/method/<name>.yaml (its defaults list composed, resolved): a method's
+    one source of defaults. Composes with Hydra, so call it outside a running Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"method={name}"])
+    options = OmegaConf.to_container(cfg.method, resolve=True)
+    options.pop("name")
+    return options
+
+
+def build_strategy(name: str, **overrides) -> ContinualStrategy:
+    """The registered strategy `name` with its YAML's options (`method_defaults`), `overrides`
+    replacing some: for tests and scripts (mcl.run passes the composed config instead)."""
+    cls = strategy_class(name)
+    return cls(**(method_defaults(name) | overrides))
 
 
 class PartsStrategy(ContinualStrategy):
     """A method that trains named backbone parts, or adapters on their linear layers.
 
-    `parts` chooses them; when it is None, the class's `default_parts` for the backbone's family
-    (or the config's `family_parts`) does, so one method file serves every family.
+    `parts` chooses them; when it is None, `family_parts[<the backbone's family>]` (set in the
+    method's YAML) does, so one method file serves every family.
     """
 
-    default_parts: dict[str, tuple[str, ...]] = {}
-
-    def __init__(self, parts: Sequence[str] | None = None,
-                 family_parts: dict[str, Sequence[str]] | None = None, **kwargs) -> None:
+    def __init__(self, *, parts: Sequence[str] | None,
+                 family_parts: dict[str, Sequence[str]], **kwargs) -> None:
         super().__init__(**kwargs)
         self.parts = list(parts) if parts is not None else None
-        self.family_parts = dict(family_parts or self.default_parts)
+        self.family_parts = dict(family_parts)
 
-    def parts_for(self, backbone) -> list[str]:
+    def parts_for(self, backbone: Backbone | BackboneSpec) -> list[str]:
         """The parts trained on `backbone`; a ValueError naming the valid ones if it lacks one."""
+        spec = _spec(backbone)
         if self.parts is not None:
             parts = list(self.parts)
-        elif backbone.family in self.family_parts:
-            parts = list(self.family_parts[backbone.family])
+        elif spec.family in self.family_parts:
+            parts = list(self.family_parts[spec.family])
         else:
-            raise ValueError(f"method {self.name!r} has no default parts for {backbone.family!r} "
-                             f"backbones; set method.parts (parts of {backbone.name!r}: "
-                             f"{sorted(getattr(backbone, 'part_names', ()))})")
-        valid = getattr(backbone, "part_names", None)  # a class-level probe may not list them
-        missing = [p for p in parts if valid is not None and p not in valid]
+            raise ValueError(f"method {self.name!r} has no default parts for {spec.family!r} "
+                             f"backbones; set method.parts (parts of {spec.name!r}: "
+                             f"{sorted(spec.part_names)})")
+        missing = [p for p in parts if p not in spec.part_names]
         if missing:
             raise ValueError(f"method {self.name!r} trains parts {missing}, which backbone "
-                             f"{backbone.name!r} does not have; its parts are {sorted(valid)}. "
-                             "Set method.parts to some of them.")
+                             f"{spec.name!r} does not have; its parts are "
+                             f"{sorted(spec.part_names)}. Set method.parts to some of them.")
         return parts
 
-    def check_backbone(self, backbone) -> None:
+    def check_backbone(self, backbone: Backbone | BackboneSpec) -> None:
         super().check_backbone(backbone)
         self.parts_for(backbone)
 
-    def linear_layers_of_parts(self, backbone) -> list[str]:
+    def linear_layers_of_parts(self, backbone: Backbone) -> list[str]:
         """Names of the linear layers in the trained parts (a ValueError if there are none)."""
         parts = self.parts_for(backbone)
         names = backbone.linear_layer_names(parts)

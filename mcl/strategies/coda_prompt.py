@@ -49,8 +49,8 @@ class CodaPrompt(VisionPromptStrategy):
     # Constructor defaults fit any backbone of >= 2 layers and query width >= 10 (the strategy
     # contract builds every method with them on micro models); the paper's (100 components at
     # layers 0-4) are in conf/method/coda_prompt.yaml, which every run composes.
-    def __init__(self, pool_size: int = 10, prompt_length: int = 8, layers: Sequence[int] = (0, 1),
-                 num_tasks: int = 10, ortho_coeff: float = 0.0, **kwargs) -> None:
+    def __init__(self, *, pool_size: int, prompt_length: int, layers: Sequence[int],
+                 num_tasks: int, ortho_coeff: float, **kwargs) -> None:
         super().__init__(**kwargs)
         if num_tasks <= 0 or pool_size < num_tasks:
             raise ValueError(f"method.pool_size ({pool_size}) must be at least method.num_tasks "

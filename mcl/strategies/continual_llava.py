@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcl.backbones.base import Capability
 from mcl.data.task import EncodedSamples, Sample, Task
 from mcl.strategies.base import ContinualStrategy, register
 
@@ -123,16 +124,6 @@ class SentenceEncoder:
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-def decoder_layers(llm: Sequence[nn.Module]) -> nn.ModuleList:
-    """The language model's decoder layers: the first ModuleList named `layers` in its parts."""
-    for module in llm:
-        for name, child in module.named_modules():
-            if isinstance(child, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers":
-                return child
-    raise ValueError("continual_llava found no ModuleList named `layers` in the backbone's "
-                     "language model, so it cannot tell where the decoder layers are")
-
-
 def target_linear(layer: nn.Module, target: str) -> nn.Linear:
     """The one nn.Linear named `target` inside a decoder layer."""
     found = [m for n, m in layer.named_modules()
@@ -148,11 +139,10 @@ def target_linear(layer: nn.Module, target: str) -> nn.Linear:
 class ContinualLlava(ContinualStrategy):
     """Frozen LVLM + instruction-selected intrinsic and cross-task contextual increments."""
 
-    requires = frozenset({"parts", "input_embeddings"})
+    requires = frozenset({Capability.INPUT_EMBEDDINGS, Capability.DECODER_LAYERS})
 
-    def __init__(self, pool_size: int = 10, top_m: int = 5, rank: int = 8,
-                 target: str = "o_proj", max_tasks: int = 16, align_epochs: int = 1,
-                 instruction_encoder: str | None = None, **kwargs) -> None:
+    def __init__(self, *, pool_size: int, top_m: int, rank: int, target: str, max_tasks: int,
+                 align_epochs: int, instruction_encoder: str | None, **kwargs) -> None:
         super().__init__(**kwargs)
         if instruction_encoder is not None and not Path(instruction_encoder).is_dir():
             raise FileNotFoundError(
@@ -177,8 +167,7 @@ class ContinualLlava(ContinualStrategy):
 
     def setup(self, backbone) -> None:
         super().setup(backbone)
-        targets = [target_linear(layer, self.target)
-                   for layer in decoder_layers(backbone.parts()["llm"])]
+        targets = [target_linear(layer, self.target) for layer in backbone.decoder_layers()]
         embeddings = backbone.input_embeddings().weight
         key_dim = embeddings.shape[1]
         if self.instruction_encoder is not None:
@@ -187,10 +176,8 @@ class ContinualLlava(ContinualStrategy):
         self.pool = IncrementPool(key_dim,
                                   [(t.in_features, t.out_features) for t in targets],
                                   self.pool_size, self.rank, self.max_tasks)
+        # Owned by the strategy (a child module): moved, trained and saved with it.
         self.pool.to(device=embeddings.device, dtype=targets[0].weight.dtype)
-        # A submodule of the backbone: moved with it, and named among its parameters, which is
-        # where trainable_parameters and state_dict look.
-        backbone.add_module("continual_llava", self.pool)
         for layer, linear in enumerate(targets):
             linear.register_forward_hook(self._reparameterise(layer))
 

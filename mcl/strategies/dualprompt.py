@@ -52,9 +52,8 @@ class DualPrompt(VisionPromptStrategy):
     # Constructor defaults fit any backbone of >= 2 layers (the strategy contract builds every
     # method with them on 2-layer micro models); the paper's (G at layers 0-1, E of length 20 at
     # 2-4) are in conf/method/dualprompt.yaml, which every run composes.
-    def __init__(self, pool_size: int = 10, g_length: int = 5, g_layers: Sequence[int] = (0,),
-                 e_length: int = 5, e_layers: Sequence[int] = (1,), pull_coeff: float = 1.0,
-                 **kwargs) -> None:
+    def __init__(self, *, pool_size: int, g_length: int, g_layers: Sequence[int],
+                 e_length: int, e_layers: Sequence[int], pull_coeff: float, **kwargs) -> None:
         super().__init__(**kwargs)
         if pool_size <= 0 or g_length <= 0 or e_length <= 0:
             raise ValueError(f"method.pool_size, g_length and e_length must be positive, got "

@@ -19,7 +19,6 @@ class Finetune(PartsStrategy):
 
     requires = frozenset({"parts"})
     families = frozenset({"instruction", "classification"})
-    default_parts = {"instruction": ("projector", "llm"), "classification": ("vision", "head")}
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -27,7 +26,7 @@ class Finetune(PartsStrategy):
 
     def setup(self, backbone) -> None:
         super().setup(backbone)
-        head = getattr(backbone, "head_parameters", list)()  # a classifier's new head
+        head = backbone.head_parameters()  # a classifier's new head (none for LLaVA, CLIP)
         params = [*backbone.part_parameters(self.parts_for(backbone)), *head]
         self._params = list(dict.fromkeys(params))
         for p in self._params:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcl.backbones.llava import IGNORE_INDEX
+from mcl.backbones.base import IGNORE_INDEX
 from mcl.data.task import EncodedSamples
 from mcl.strategies.base import ContinualStrategy, register
 
@@ -103,9 +103,8 @@ class FwdPrompt(ContinualStrategy):
     shardable = False  # projects the prompts' whole gradient and update
     requires = frozenset({"embeds", "input_embeddings"})
 
-    def __init__(self, pool_size: int = 10, prompt_length: int = 5, top_k: int = 5,
-                 pull_coeff: float = 0.1, task_threshold: float = 0.97,
-                 pretrained_threshold: float = 0.97, svd_batch_size: int = 64,
+    def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
+                 task_threshold: float, pretrained_threshold: float, svd_batch_size: int,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0 < top_k <= pool_size or prompt_length <= 0:
@@ -132,8 +131,7 @@ class FwdPrompt(ContinualStrategy):
         # begin inside the pre-trained embedding space at its scale.
         ids = torch.randint(len(table), (self.pool_size * self.prompt_length,))
         prompts = table[ids].reshape(self.pool_size, self.prompt_length, -1).clone()
-        self.pool = PromptPool(prompts, key_dim=2 * table.shape[1]).to(table.device)
-        backbone.fwd_prompt_pool = self.pool  # registered, so it moves and trains with the model
+        self.pool = PromptPool(prompts, key_dim=2 * table.shape[1]).to(table.device)  # owned
         d = table.shape[1]
         empty = torch.empty(d, 0, dtype=torch.float64)
         self.pretrained = extend_basis(empty, table.double().T @ table.double(),

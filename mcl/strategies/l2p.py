@@ -41,8 +41,8 @@ class PromptPool(nn.Module):
 class L2P(VisionPromptStrategy):
     """Instance-wise prompt selection from a shared pool, prompts at the input."""
 
-    def __init__(self, pool_size: int = 10, prompt_length: int = 5, top_k: int = 5,
-                 pull_coeff: float = 1.0, **kwargs) -> None:
+    def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0 < top_k <= pool_size or prompt_length <= 0:
             raise ValueError(f"method.top_k must be in 1..pool_size ({pool_size}) and "

@@ -21,9 +21,8 @@ class Lora(PartsStrategy):
 
     requires = frozenset({"linear_layers"})
     families = frozenset({"instruction", "classification"})
-    default_parts = {"instruction": ("llm",), "classification": ("vision", "head")}
 
-    def __init__(self, r: int = 8, alpha: float = 16.0, dropout: float = 0.05, **kwargs) -> None:
+    def __init__(self, *, r: int, alpha: float, dropout: float, **kwargs) -> None:
         super().__init__(**kwargs)
         if r <= 0:
             raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")
@@ -36,9 +35,10 @@ class Lora(PartsStrategy):
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=targets)
         # In place (no PeftModel wrapper), so the backbone keeps its interface and names.
-        inject_adapter_in_model(config, backbone.model)
-        self._params = [p for n, p in backbone.model.named_parameters() if "lora_" in n]
-        self._params += getattr(backbone, "head_parameters", list)()
+        root = backbone.adapter_root()
+        inject_adapter_in_model(config, root)
+        self._params = [p for n, p in root.named_parameters() if "lora_" in n]
+        self._params += backbone.head_parameters()
         for p in self._params:
             p.requires_grad_(True)
 

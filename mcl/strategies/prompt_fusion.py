@@ -33,16 +33,16 @@ the CLS tokens (the code's CLIP image branch averages the outputs at its prompt 
 
 from __future__ import annotations
 
-import math
-
 import torch
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
+from mcl.backbones.base import BackboneSpec, Capability
 from mcl.backbones.classification import ClassifierOutput
 from mcl.backbones.vit import VitBackbone
+from mcl.memory import ExemplarMemory, herding_order
 from mcl.strategies.base import ContinualStrategy, cosine_schedule, register
 
 
@@ -75,24 +75,6 @@ def masked_nll(logits: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
     """NLL of log_softmax(logits) multiplied class-wise by `weights` (the official loss:
     F.nll_loss(log_softmax(logits) * weight, label))."""
     return F.nll_loss(F.log_softmax(logits, dim=-1) * weights, labels)
-
-
-def herding_order(features: torch.Tensor, count: int) -> list[int]:
-    """iCaRL's herding (Rebuffi et al. 2017, Alg. 4): greedily pick the samples whose running
-    mean of L2-normalised features stays closest to the class mean. Returns row indices."""
-    x = F.normalize(features.double(), dim=-1)
-    mean = x.mean(0)
-    chosen: list[int] = []
-    total = torch.zeros_like(mean)
-    available = torch.ones(len(x), dtype=torch.bool)
-    for k in range(1, min(count, len(x)) + 1):
-        distance = (mean - (total + x) / k).norm(dim=1)
-        distance[~available] = math.inf
-        i = int(distance.argmin())
-        chosen.append(i)
-        available[i] = False
-        total += x[i]
-    return chosen
 
 
 class TowerBooster(nn.Module):
@@ -146,11 +128,9 @@ class PromptFusion(ContinualStrategy):
     requires = frozenset({"vision_prompts", "label_prompts"})
     families = frozenset({"classification"})
 
-    # Constructor default context length: CoOp's own M = 16 (Zhou et al. 2022), which fits the
-    # tiny text towers' 32 positions; the PromptFusion code's 30 is in the YAML.
-    def __init__(self, booster: dict | None = None, context_length: int = 16,
-                 clip_prompt_length: int = 30, booster_prompt_length: int = 30,
-                 memory_size: int = 5000, feature_batch_size: int = 64, **kwargs) -> None:
+    def __init__(self, *, booster: dict | None, context_length: int, clip_prompt_length: int,
+                 booster_prompt_length: int, memory_size: int, feature_batch_size: int,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(booster, DictConfig):
             booster = OmegaConf.to_container(booster, resolve=True)
@@ -173,7 +153,7 @@ class PromptFusion(ContinualStrategy):
         self.context_classes: list[list[str]] = []  # classes of each context block
         self.new_classes: list[str] = []  # the current task's alpha
         self.old_classes: list[str] = []  # the current task's beta
-        self.memory: list[list] = []  # [task, sample index, class], herding order per group
+        self.memory = ExemplarMemory(memory_size)  # class-balanced, herding order per group
         self._frozen_text: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -189,12 +169,10 @@ class PromptFusion(ContinualStrategy):
             p.requires_grad_(True)
         reference = next(backbone.parameters())
         self.booster = booster.to(reference.device).eval()
+        # Both owned by the strategy (its children): moved, trained and saved with it.
         self.fusion = FusionParameters(backbone.hidden_size, self.clip_prompt_length,
                                        booster.hidden_size, self.booster_prompt_length
                                        ).to(reference.device)
-        # Registered on the run's backbone, so Lightning moves them and they are named with it.
-        backbone.prompt_fusion = self.fusion
-        backbone.prompt_fusion_booster = booster
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.fusion.parameters()) + list(self.booster.head_parameters())
@@ -206,7 +184,7 @@ class PromptFusion(ContinualStrategy):
 
     def train_samples(self, seen):
         """The task's samples and the exemplar memory of the earlier ones."""
-        return list(seen[-1].train) + [seen[t].train[i] for t, i, _ in self.memory]
+        return list(seen[-1].train) + self.memory.samples(seen)
 
     def before_task(self, task, index: int) -> None:
         self.task_index = index
@@ -226,7 +204,7 @@ class PromptFusion(ContinualStrategy):
 
     def _check_text_fits(self, classes: list[str]) -> None:
         """Context + [SOS] name . [EOS] must fit the text tower's positions."""
-        limit = self.backbone.model.config.text_config.max_position_embeddings
+        limit = self.backbone.text_context_length
         longest = max(len(ids) for ids in
                       self.backbone.tokenizer([f"{c}." for c in classes])["input_ids"])
         if self.context_length + longest > limit:
@@ -264,15 +242,12 @@ class PromptFusion(ContinualStrategy):
                                              items[s:s + self.feature_batch_size]]).to(device))
                  for s in range(0, len(items), self.feature_batch_size)]
         features = torch.cat(feats).cpu()
-        groups: dict[tuple[int, str], list[int]] = {}
-        for t, i, c in self.memory:
-            groups.setdefault((t, c), []).append(i)
         answers = [s.answer for s in task.train]
+        new = {}
         for c in dict.fromkeys(answers):
             rows = [i for i, a in enumerate(answers) if a == c]
-            groups[(index, c)] = [rows[j] for j in herding_order(features[rows], len(rows))]
-        quota = self.memory_size // max(len(groups), 1)
-        self.memory = [[t, i, c] for (t, c), rows in groups.items() for i in rows[:quota]]
+            new[(index, c)] = [rows[j] for j in herding_order(features[rows], len(rows))]
+        self.memory.rebalance(new)
         backbone.train(was_training)
 
     # ------------------------------------------------------------------ logits
@@ -315,7 +290,7 @@ class PromptFusion(ContinualStrategy):
         mean_s, std_s = _stats(src, x)
         mean_d, std_d = _stats(dst, x)
         x = x * std_s + mean_s
-        size = self.booster.model.config.image_size
+        size = self.booster.image_size
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return (x - mean_d) / std_d
@@ -364,7 +339,7 @@ class PromptFusion(ContinualStrategy):
     def extra_state(self) -> dict:
         return {"task_index": self.task_index, "context_classes": self.context_classes,
                 "new_classes": self.new_classes, "old_classes": self.old_classes,
-                "memory": self.memory,
+                "memory": self.memory.state(),
                 "booster": self.booster.extra_state()}
 
     def load_extra_state(self, state: dict) -> None:
@@ -377,7 +352,7 @@ class PromptFusion(ContinualStrategy):
                                      self.backbone.text_hidden_size, device=device))
             for b in self.context_classes)
         self._set_mask_classes(list(state["new_classes"]), list(state["old_classes"]))
-        self.memory = [list(m) for m in state["memory"]]
+        self.memory.load_state(state["memory"])
         self.booster.load_extra_state(state["booster"])
         self._frozen_text.clear()
 
@@ -403,13 +378,12 @@ def _check_booster(booster: dict | None) -> None:
                          "config of the Booster ViT, a backbone config with _target_ such as "
                          f"conf/backbone/vit_b16_in21k.yaml; got {booster!r}")
     try:
-        cls = get_method(booster["_target_"]).__self__
-    except Exception as err:
+        spec = BackboneSpec.of_target(booster["_target_"], booster.get("name", "booster"))
+    except ValueError as err:
         raise ValueError(f"method.booster._target_ {booster['_target_']!r} is not a backbone "
                          f"loader: {err}") from err
-    family = getattr(cls, "family", None)
-    capabilities = set(getattr(cls, "capabilities", ()))
-    if family != "classification" or "vision_prompts" not in capabilities:
+    if spec.family != "classification" or Capability.VISION_PROMPTS not in spec.capabilities:
         raise ValueError(f"method prompt_fusion: the Booster {booster.get('name')!r} must be a "
                          "classification backbone with the capability 'vision_prompts' (VPT), "
-                         f"but it is a {family!r} backbone with {sorted(capabilities)}")
+                         f"but it is a {spec.family!r} backbone with "
+                         f"{sorted(spec.capabilities)}")

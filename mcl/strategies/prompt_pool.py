@@ -142,9 +142,7 @@ class VisionPromptStrategy(ContinualStrategy):
     def setup(self, backbone) -> None:
         super().setup(backbone)
         reference = next(backbone.parameters())
-        self.prompts = self.build(backbone).to(reference.device)
-        # Registered on the backbone, so it moves, trains and is named with the model.
-        setattr(backbone, f"{self.name}_prompts", self.prompts)
+        self.prompts = self.build(backbone).to(reference.device)  # owned: a strategy child
         for p in backbone.head_parameters():
             p.requires_grad_(True)
 

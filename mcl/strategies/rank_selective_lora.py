@@ -29,11 +29,10 @@ a cosine learning-rate schedule without warm-up (main.py: warmup_length=0).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from mcl.adapters.gated_lora import GatedLoRA, adapter_of, inject, merge
 from mcl.data.task import Task
 from mcl.strategies.base import (
     PartsStrategy,
@@ -41,8 +40,6 @@ from mcl.strategies.base import (
     parameters_of,
     register,
 )
-
-ADAPTER = "codyra"  # name of the adapter child module added to every wrapped linear layer
 
 
 def soft_threshold(x: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -73,69 +70,16 @@ def kappa_schedule(step: int, total: int, max_kappa: float, dense_fraction: floa
     return max_kappa * level / (levels - 1)
 
 
-class GatedLoRA(nn.Module):
-    """The update B diag(gate) A of one linear layer, added by a forward hook while a task trains.
-
-    The hook exists only while active: after the merge it is removed, so inference calls the
-    plain layer with no per-call Python overhead (merged CoDyRA = the base model's speed)."""
-
-    def __init__(self, in_features: int, out_features: int, r: int, like: torch.Tensor) -> None:
-        super().__init__()
-        self.lora_A = nn.Parameter(like.new_empty(r, in_features))
-        self.lora_B = nn.Parameter(like.new_empty(out_features, r))
-        self.gate = nn.Parameter(like.new_empty(r))
-        self._hook: torch.utils.hooks.RemovableHandle | None = None
-        self.reset()
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        """A fresh adapter as the official code makes one: B = 0, so it starts with no effect."""
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B)
-        nn.init.normal_(self.gate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The update's output, B diag(gate) A x, without forming the weight update."""
-        return ((x @ self.lora_A.T) * self.gate) @ self.lora_B.T
-
-    def delta(self) -> torch.Tensor:
-        """The weight update of the ranks whose gate is not zero (the pruned ones dropped)."""
-        keep = self.gate != 0
-        return (self.lora_B[:, keep] * self.gate[keep]) @ self.lora_A[keep]
-
-    @property
-    def active(self) -> bool:
-        return self._hook is not None
-
-    def attach(self, layer: nn.Module) -> None:
-        """Start adding the update to `layer`'s output."""
-        if self._hook is None:
-            self._hook = layer.register_forward_hook(self.add_to)
-
-    def detach(self) -> None:
-        """Stop adding the update: `layer` is a plain linear layer again."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def add_to(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        """Forward hook on the wrapped layer."""
-        return output + self(args[0])
-
-
 @register("rank_selective_lora")
 class RankSelectiveLora(PartsStrategy):
     """Gated LoRA on every linear layer of `parts`, pruned by a proximal step, merged per task."""
 
     requires = frozenset({"linear_layers"})
     families = frozenset({"instruction", "classification"})
-    # Every linear layer of every part (paper, Takeaway 1): on CLIP, both towers ("head" is the
-    # text tower); on ViT, the network, its new linear head trained beside the adapters.
-    default_parts = {"instruction": ("vision", "projector", "llm"),
-                     "classification": ("vision", "head")}
+    # Parts per family: every linear layer of every part (paper, Takeaway 1), in the YAML.
 
-    def __init__(self, r: int = 16, max_kappa: float = 5e-3, dense_fraction: float = 0.5,
-                 kappa_levels: int = 50, proximal: str = "official", **kwargs) -> None:
+    def __init__(self, *, r: int, max_kappa: float, dense_fraction: float, kappa_levels: int,
+                 proximal: str, **kwargs) -> None:
         super().__init__(**kwargs)
         if r <= 0:
             raise ValueError(f"method.r (the LoRA rank) must be positive, got {r}")
@@ -160,24 +104,20 @@ class RankSelectiveLora(PartsStrategy):
     def setup(self, backbone) -> None:
         super().setup(backbone)
         for name in self.linear_layers_of_parts(backbone):
-            layer = backbone.model.get_submodule(name)  # names are relative to backbone.model
-            # Merging rewrites this weight but no gradient ever reaches it: it becomes a buffer,
-            # saved in extra_state, so every parameter the method does not train stays frozen.
-            weight = layer.weight.detach()
-            del layer.weight
-            layer.register_buffer("weight", weight)
-            adapter = GatedLoRA(layer.in_features, layer.out_features, self.r, weight)
-            layer.add_module(ADAPTER, adapter)
+            layer = backbone.linear_layer(name)
+            # The weight becomes a buffer (merging rewrites it, no gradient reaches it), saved in
+            # extra_state; the adapter is the layer's child (mcl.adapters.gated_lora).
+            inject(layer, self.r)
             self.layers[name] = layer
         for p in self.trainable_parameters():
             p.requires_grad_(True)
 
     def adapters(self) -> list[GatedLoRA]:
         """The adapter of every wrapped layer, in `self.layers` order."""
-        return [getattr(layer, ADAPTER) for layer in self.layers.values()]
+        return [adapter_of(layer) for layer in self.layers.values()]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        head = getattr(self.backbone, "head_parameters", list)() if self.backbone else []
+        head = self.backbone.head_parameters() if self.backbone is not None else []
         return [*parameters_of(self.adapters()), *head]
 
     def describe(self) -> str:
@@ -194,17 +134,14 @@ class RankSelectiveLora(PartsStrategy):
     def before_task(self, task: Task, index: int) -> None:
         self._steps = 0
         for layer in self.layers.values():
-            getattr(layer, ADAPTER).attach(layer)
+            adapter_of(layer).attach(layer)
 
     def after_task(self, task: Task, index: int) -> None:
         kept = {}
-        with torch.no_grad():
-            for name, layer in self.layers.items():
-                adapter = getattr(layer, ADAPTER)
-                kept[name] = int((adapter.gate != 0).sum())
-                layer.weight += adapter.delta()
-                adapter.reset()
-                adapter.detach()
+        for name, layer in self.layers.items():
+            kept[name] = merge(layer)
+            adapter_of(layer).reset()
+            adapter_of(layer).detach()
         self.active_ranks.append(kept)
         print(f"rank_selective_lora: {task.name}: merged {sum(kept.values())} of "
               f"{self.r * len(kept)} ranks into {len(kept)} layers")
