@@ -200,3 +200,20 @@ def test_toy_xtail_and_fewshot_run_end_to_end(tmp_path):
                               *MICRO]), tmp_path / "few")
     f = np.array(few["matrix"])
     assert f.shape == (6, 5) and not np.isnan(f).any() and (f[1:] != f[0]).any()
+
+
+def test_prepare_mtil_reports_the_few_shot_streams_counts(tmp_path, capsys):
+    from mcl.data import prepare
+
+    _write_all(tmp_path)
+    prepare.main(["prepare", "mtil", "--data-root", str(tmp_path)])
+    rows = [line.split()[:4] for line in capsys.readouterr().out.splitlines()]
+    train = {(r[0], r[1]): int(r[3]) for r in rows if len(r) == 4 and r[2] == "train"}
+    full = mtil.mtil_stream("m", str(tmp_path), 0)
+    for task in full.tasks:
+        counts = _per_class(task.train)
+        assert train["mtil", task.name] == len(task.train)
+        assert train["mtil_fewshot", task.name] == sum(min(5, n) for n in counts.values())
+        if task.name in mtil.XTAIL_ORDER:  # 16 per class present, short ones filled
+            assert train["xtail", task.name] == 16 * len(counts)
+    assert ("xtail", "CIFAR100") not in train

@@ -26,6 +26,7 @@ are torchvision's); see `LAYOUT` and mcl/data/mtil_datasets.py.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,8 +126,10 @@ def few_shot_sizes(shots: int, datasets: Sequence[str] = ORDER_I) -> dict[str, i
     return {d: shots * NUM_CLASSES[d] for d in datasets}
 
 
-def validate(data_root: str, datasets: Sequence[str] = ORDER_I) -> list[str]:
-    """What is missing or malformed for MTIL under `data_root` (empty when ready)."""
+def validate(data_root: str, datasets: Sequence[str] = ORDER_I, shots: int = 5) -> list[str]:
+    """What is missing or malformed for MTIL under `data_root` (empty when ready): the published
+    split sizes and class counts, and whether every class has `shots` training images (5-shot
+    MTIL's, stream=mtil_fewshot, so that it holds few_shot_sizes(shots) images)."""
     root = cls.root_dir(data_root)
     problems = []
     for dataset in datasets:
@@ -142,6 +145,11 @@ def validate(data_root: str, datasets: Sequence[str] = ORDER_I) -> list[str]:
         if len(task.meta["classes"]) != NUM_CLASSES[dataset]:
             problems.append(f"{dataset}: {len(task.meta['classes'])} classes, the published "
                             f"dataset has {NUM_CLASSES[dataset]}")
+        per_class = Counter(sample.answer for sample in task.train)
+        short = [c for c in task.meta["classes"] if per_class[c] < shots]
+        if short:
+            problems.append(f"{dataset}: {len(short)} classes have fewer than {shots} training "
+                            f"images (e.g. {short[0]!r}): a {shots}-shot draw keeps fewer")
         if dataset in EXPECTED and got != EXPECTED[dataset]:
             problems.append(f"{dataset}: {got[0]} train / {got[1]} test images, ZSCL's split "
                             f"has {EXPECTED[dataset][0]} / {EXPECTED[dataset][1]}")
