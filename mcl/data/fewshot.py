@@ -2,9 +2,10 @@
 
 How the published few-shot CLIP continual-learning protocols draw their shots:
 - 5-shot MTIL (MoE-Adapters, Yu et al. CVPR 2024, JiazuoYu/MoE-Adapters4CL
-  mtil/src/models/finetune.py, `--few_shot=5` in its few-shot scripts; the table CoDyRA and
-  later work copy): one pass over ZSCL's shuffled full training split, keeping the first 5
-  images of each class; a class with fewer keeps all of them. Test splits are complete.
+  mtil/src/models/finetune.py, `--few_shot=5` in its few-shot scripts): one pass over ZSCL's
+  shuffled full training split, keeping the first 5 images of each class; a class with fewer
+  keeps all of them. Test splits are complete. Later
+  work compares on this protocol (CoDyRA, Lu et al. 2024, reports a 5-shot MTIL table).
 - X-TAIL (RAIL, Xu et al. NeurIPS 2024, linghan1997/Regression-based-Analytic-Incremental-
   Learning; CoDyRA's main.py, the same protocol): 16 shots per class, `random.sample` per class
   (CoOp's `generate_fewshot_dataset`, or `np.random.choice` for MNIST); a class with fewer than
