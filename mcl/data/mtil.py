@@ -16,9 +16,11 @@ repository's exact draw. Test splits are always complete.
 X-TAIL (Xu et al. 2024, RAIL, arXiv 2406.18868) reads the same loaders: 10 of the datasets (no
 CIFAR100) in `XTAIL_ORDER`, 16 shots, scored among the classes of all its domains, no task id
 (scenario "xtail", `mcl.data.label_space`). Its official code (RAIL's and CoDyRA's main.py)
-reads CoOp's split files (split_zhou_*.json) and CoOp's class names for the 9 image-folder
-datasets; mcl uses ZSCL's splits and names (this module), so its X-TAIL numbers are not directly
-comparable to the published ones on Caltech101, DTD, EuroSAT, Flowers, OxfordPet and SUN397.
+reads CoOp's datasets (KaiyangZhou/CoOp DATASETS.md: split_zhou_*.json splits and their class
+names) for the 9 non-MNIST domains, and one prompt template per domain; mcl uses ZSCL's splits
+and names (this module) and one template, so its X-TAIL training pools, test sets and names
+differ from the published protocol's wherever CoOp's differ from ZSCL's: numbers from stream=xtail
+are not the published table's.
 
 Layout: every dataset under the one data root, where torchvision would put it (ZSCL's loaders
 are torchvision's); see `LAYOUT` and mcl/data/mtil_datasets.py.
