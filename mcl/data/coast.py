@@ -24,8 +24,10 @@ class MissingDataError(FileNotFoundError):
 
 
 def coast_stream(name: str, config: str, data_root: str, tasks: Sequence[dict], seed: int = 0,
-                 skip_bad_images: bool = False) -> Stream:
-    """The COAST stream `config`: `tasks` (in order) read from `<data_root>/coast/<config>/`."""
+                 skip_bad_images: bool = False, manifest: dict | None = None) -> Stream:
+    """The COAST stream `config`: `tasks` (in order) read from `<data_root>/coast/<config>/`
+    (`manifest` is for `python -m mcl.data prepare`)."""
+    del manifest
     from mcl.data.instruct import instruction_stream, prepare_command
 
     if config not in CONFIGS:
