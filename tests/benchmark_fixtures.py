@@ -38,9 +38,9 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None
 
 
 def _answer(task: dict, i: int) -> str:
-    return {"option": "ABCD"[i % 4], "grounding": f"[0.{i}1, 0.{i}2, 0.{i}5, 0.{i}8]",
-            "relaxed": str(10 + i), "classification": f"class {i}"}.get(task["match"],
-                                                                          f"answer {i}")
+    return {"option": "ABCD"[i % 4], "mllm_cl_finvis": "ABCD"[i % 4],
+            "grounding": f"[0.{i}1, 0.{i}2, 0.{i}5, 0.{i}8]", "relaxed": str(10 + i),
+            "classification": f"class {i}"}.get(task["match"], f"answer {i}")
 
 
 def write_split(bench_dir: Path, image_root: Path, image_dir: str, task: dict, split: str,
