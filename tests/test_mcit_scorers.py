@@ -38,7 +38,8 @@ def test_cider_refuses_references_without_corpus_statistics():
     # Stanford PTBTokenizer 3.4.1 (-lowerCase), punctuation then dropped as coco-caption does.
     ("A man, (wearing a hat) doesn't ride... the horse.",
      "a man -lrb- wearing a hat -rrb- does n't ride the horse"),
-    ("The dog's ball is red-and-white; it's \"new\"!", "the dog 's ball is red-and-white it 's new"),
+    ("The dog's ball is red-and-white; it's \"new\"!",
+     "the dog 's ball is red-and-white it 's new"),
     ("Two kids play at 3:30 in the U.S. park?", "two kids play at 3:30 in the u.s. park"),
 ])
 def test_tokenizer_agrees_with_the_ptb_tokenizer_on_captions(text, tokens):
