@@ -78,6 +78,9 @@ def test_prepare_ucit_is_complete_when_the_files_match_the_manifest(tmp_path, mo
     monkeypatch.setattr(prepare, "_stream_yaml", two_per_test)
     assert prepare.main(["prepare", "ucit", "--data-root", str(tmp_path)]) == 0
     assert "ucit: complete" in capsys.readouterr().out
+    # Read back from the prepared table, the caption references get the split's statistics.
+    flickr = ucit(tmp_path).tasks[5].test
+    assert flickr[0].scored_against.corpus is flickr[1].scored_against.corpus is not None
     # A reordered stream is reported against the published order.
     def reordered(stream):
         cfg = two_per_test(stream)
