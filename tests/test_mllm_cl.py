@@ -85,6 +85,9 @@ def test_mllm_cl_end_to_end_scores_each_task_with_its_scorer(tmp_path, standin, 
     cfg = compose_config(["method=zero_shot", *common])
     monkeypatch.setattr(LlavaBackbone, "generate", lambda self, batch: list(batch["answers"]))
     assert np.array(run(cfg, tmp_path / "right")["matrix"]).min() == 1.0
+    saved = json.loads((tmp_path / "right" / "results.json").read_text())
+    assert sorted(saved.get("fallback_scorers", {})) == (["APP", "Math"] if config == "ability"
+                                                         else [])
     monkeypatch.setattr(LlavaBackbone, "generate",
                         lambda self, batch: ["zzz"] * len(batch["answers"]))
     assert np.array(run(cfg, tmp_path / "wrong")["matrix"]).max() == 0.0

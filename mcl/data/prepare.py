@@ -78,12 +78,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         streams=("ucit",), hub="HaiyangGuo/UCIT",
         note="The Hub repo holds the instructions (and the ImageNet-R and Flickr30k images); "
              "download ArxivQA, IconQA, CLEVR-Math and VizWiz images as "
-             "github.com/Ghy0501/HiDe-LLaVA's README lists, into ucit/datasets/."),
+             "github.com/Ghy0501/HiDe-LLaVA's README lists, into ucit/datasets/, and the "
+             "instruction folders into ucit/instructions/ (conf/stream/ucit.yaml)."),
     "mllm_cl": Benchmark(
         streams=("mllm_cl_domain", "mllm_cl_ability"), hub="Impression2805/MLLM-CL",
         note="Lay the domain data out as <data_root>/mllm_cl/domain/<RS|Med|AD|Sci|Fin>/ and the "
              "ability data as mllm_cl/ability/<OCR|OCR_test|Math|Math_test|VP|VP_test|APP|"
-             "APP_test>/, as github.com/bjzhb666/MLLM-CL's README shows."),
+             "APP_test>/, as github.com/bjzhb666/MLLM-CL's README shows (the Hub copy's top "
+             "folder names are not checked here: move them into domain/ and ability/)."),
     "mtil": Benchmark(streams=("mtil", "mtil_order2"), note=_by_hand(mtil),
                       validate=mtil.validate),
     "split_cifar100": Benchmark(
