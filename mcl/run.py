@@ -132,6 +132,11 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if skipped:
         meta["skipped_images"] = skipped
         print(f"skipped samples with a missing or unreadable image: {skipped}")
+    fallbacks = {t.name: t.meta["official_scorer"] for t in stream.tasks
+                 if t.meta.get("official_scorer")}
+    if fallbacks:  # the benchmark's own score needs what mcl lacks (an external judge)
+        meta["fallback_scorers"] = fallbacks
+        print(f"tasks scored by a fallback, not their benchmark's own scorer: {fallbacks}")
     results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
                          resume=cfg.resume, meta=meta, predictions=cfg.predictions)
     if is_main():

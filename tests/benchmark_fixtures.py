@@ -4,6 +4,10 @@ CoIN: github.com/zackschen/CoIN (README "organize the instructions", scripts/LLa
 Eval: `Instructions_Original/<Task>/train.json` as LLaVA conversations, `test.json`/`val.json` as
 question files read by `ETrain/Eval/LLaVA/CoIN/model_vqa.py`, images under `cl_dataset/`).
 COAST: mcl's documented layout (conf/stream/coast_*.yaml), the authors having published none.
+UCIT: github.com/Ghy0501/HiDe-LLaVA README (`instructions/<Task>/...` with test_3000.json
+question files and COCO-format `val_coco_type_3000.json` captions, images under `datasets/`).
+MLLM-CL: github.com/bjzhb666/MLLM-CL README (`<Task>/{train,test}.json` beside `images/`; the
+ability tasks' tests in `<Task>_test/`), with the fields its eval scripts read.
 Images are generated, a different colour per sample.
 CIFAR-100: the python pickles of cifar-100-python.tar.gz; CORe50: core50_128x128/s*/o*/*.png.
 """
@@ -34,9 +38,9 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None
 
 
 def _answer(task: dict, i: int) -> str:
-    return {"option": "ABCD"[i % 4], "grounding": f"[0.{i}1, 0.{i}2, 0.{i}5, 0.{i}8]",
-            "relaxed": str(10 + i), "classification": f"class {i}"}.get(task["match"],
-                                                                          f"answer {i}")
+    return {"option": "ABCD"[i % 4], "mllm_cl_finvis": "ABCD"[i % 4],
+            "grounding": f"[0.{i}1, 0.{i}2, 0.{i}5, 0.{i}8]", "relaxed": str(10 + i),
+            "classification": f"class {i}"}.get(task["match"], f"answer {i}")
 
 
 def write_split(bench_dir: Path, image_root: Path, image_dir: str, task: dict, split: str,
@@ -56,6 +60,8 @@ def write_split(bench_dir: Path, image_root: Path, image_dir: str, task: dict, s
                      "text": question.replace("<image>\n", ""), "answer": _answer(task, i)}
             if task["match"] == "grounding":
                 entry |= {"answer_bbox": _answer(task, i), "size": [40, 30]}
+            if task["match"] == "vqa" and not task.get("answers"):  # ten human answers inline
+                entry["answers"] = [entry["answer"]] * 7 + ["x"] * 3
             entries.append(entry)
     path = bench_dir / task[split]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +91,53 @@ def write_coast(data_root: Path, config: str, n_train: int = 3, n_test: int = 2)
         spec = {**task, "train": f"{config}/{task['train']}", "test": f"{config}/{task['test']}"}
         for split, n in (("train", n_train), ("test", n_test)):
             write_split(bench, bench / "images", config, spec, split, n)
+    return bench
+
+
+def write_ucit(data_root: Path, n_train: int = 3, n_test: int = 2) -> Path:
+    """UCIT's six tasks; the caption tasks' COCO files give each test image two captions, the
+    first the question file's "answer"."""
+    bench = data_root / "ucit"
+    for task in stream_tasks("ucit"):
+        folder = task["name"]
+        write_split(bench, bench / "datasets", folder, task, "train", n_train)
+        tests = write_split(bench, bench / "datasets", folder, task, "test", n_test)
+        if task.get("captions"):
+            coco = {"images": [{"id": k} for k in range(1, len(tests) + 1)],
+                    "annotations": [
+                        {"image_id": k, "id": 2 * k + j, "caption": caption}
+                        for k, e in enumerate(tests, start=1)
+                        for j, caption in enumerate([e["answer"], f"another caption {k}"])]}
+            (bench / task["captions"]).write_text(json.dumps(coco))
+    return bench
+
+
+def write_mllm_cl(data_root: Path, config: str, n_train: int = 3, n_test: int = 2) -> Path:
+    """One MLLM-CL setting ("domain" or "ability") with the fields its scorers read: OCRBench's
+    answer lists and answer_type, CV-Bench's type and task, Sci's source-prefixed image names
+    (test 0 from AI2D, the others MapQA, test 1 a "Which states" question)."""
+    bench = data_root / "mllm_cl"
+    for task in stream_tasks(f"mllm_cl_{config}"):
+        for split, n in (("train", n_train), ("test", n_test)):
+            entries = write_split(bench, bench / task[f"{split}_images"], "images", task, split,
+                                  n)
+            if split == "train":
+                continue
+            for i, entry in enumerate(entries):
+                if task["name"] == "OCR":
+                    entry |= {"answer": [entry["answer"], f"alt {i}"],
+                              "answer_type": "Regular Text Recognition"}
+                elif task["name"] == "VP":
+                    entry |= {"type": "2D", "task": "Count"}
+                elif task["name"] == "Sci":
+                    source = "AI2D" if i == 0 else "MapQA"
+                    old = bench / task["test_images"] / entry["image"]
+                    entry["image"] = f"images/{source}_{i}.jpg"
+                    old.rename(bench / task["test_images"] / entry["image"])
+                    if i == 1:
+                        entry |= {"text": "Which states have the highest value?",
+                                  "answer": "ohio,utah"}
+            (bench / task["test"]).write_text(json.dumps(entries))
     return bench
 
 

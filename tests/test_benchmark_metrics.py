@@ -235,7 +235,9 @@ def test_classification_correct() -> None:
 
 def test_scorers_registry_kinds() -> None:
     assert list(SCORERS) == ["exact", "option", "vqa", "relaxed", "anls", "grounding",
-                             "classification"]
+                             "classification", "exact_case", "cider", "mllm_cl_contains",
+                             "mllm_cl_pvqa", "mllm_cl_sci", "mllm_cl_finvis", "mllm_cl_ocr",
+                             "mllm_cl_sat", "exact_fallback"]
 
 
 @pytest.mark.parametrize(

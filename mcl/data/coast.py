@@ -23,8 +23,10 @@ CONFIGS = ("domain", "capability", "dataset")
 
 
 def coast_stream(name: str, config: str, data_root: str, tasks: Sequence[dict], seed: int = 0,
-                 skip_bad_images: bool = False) -> Stream:
-    """The COAST stream `config`: `tasks` (in order) read from `<data_root>/coast/<config>/`."""
+                 skip_bad_images: bool = False, manifest: dict | None = None) -> Stream:
+    """The COAST stream `config`: `tasks` (in order) read from `<data_root>/coast/<config>/`
+    (`manifest` is for `python -m mcl.data prepare`)."""
+    del manifest
     if config not in CONFIGS:
         raise ValueError(f"unknown COAST configuration {config!r}; valid: {CONFIGS}")
     where = Path(data_root).expanduser().resolve() / "coast" / config

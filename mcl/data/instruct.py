@@ -14,7 +14,17 @@ files are relative to the benchmark's image folder. Two entry formats are read, 
   ``"size"`` for grounding. An optional ``"answers"`` list (e.g. VQAv2's ten human answers) is
   used as the scorer's reference.
 
+  A list ``"answer"`` (OCRBench's) trains on its first element. Scorers that need more of the
+  entry (MLLM-CL's Sci and OCR) get the reference `mcl.metrics.mllm_cl.ENTRY_REFERENCES` builds.
+* captions (UCIT's VizWiz-caption and Flickr30k, scored by HiDe-LLaVA's `eval_caption.py`): a
+  task's `captions` file in COCO caption format (``{"images": [...], "annotations":
+  [{"image_id", "caption"}, ...]}``) gives the k-th test question (1-based) the captions of
+  image_id k, as that script pairs predictions with them; `match: cider` tasks then get the test
+  split's CIDEr statistics (`mcl.metrics.captions.attach_corpus`).
+
 The `<image>` placeholder is dropped from prompts: the backbone's chat template places the image.
+Image paths are relative to the benchmark's image folder, or to a task's own `train_images` /
+`test_images` folder where given (MLLM-CL keeps each task's images beside its files).
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from pathlib import Path
 from mcl.data import prepared
 from mcl.data.images import drop_bad_images
 from mcl.data.task import MissingDataError, Sample, Stream, Task
+from mcl.metrics.captions import attach_corpus
+from mcl.metrics.mllm_cl import ENTRY_REFERENCES
 
 FORMATS = ('LLaVA conversations [{"image": ..., "conversations": [{"from": "human", "value": '
            '...}, {"from": "gpt", "value": ...}]}] or questions [{"question_id": ..., "image": '
@@ -51,9 +63,12 @@ def _from_entry(entry: dict, image_root: Path, match: str) -> list[Sample]:
         if not samples:
             raise KeyError("conversations holds no human/gpt turn pair")
         return samples
-    answer = str(entry["answer"])
+    answer = entry["answer"]
+    answer = str(answer[0] if isinstance(answer, list) and answer else answer)
     reference = None
-    if match == "grounding":
+    if match in ENTRY_REFERENCES:
+        reference = ENTRY_REFERENCES[match](entry)
+    elif match == "grounding":
         reference = entry.get("answer_bbox", answer)
     elif match == "vqa" and isinstance(entry.get("answers"), list):
         reference = [str(a) for a in entry["answers"]]
@@ -96,14 +111,34 @@ def _join_answers(samples: list[Sample], path: Path, entries_path: Path) -> None
         sample.reference = [str(a) for a in answers[qid]]
 
 
+def _join_captions(samples: list[Sample], path: Path) -> None:
+    """Give the k-th test sample (1-based) the COCO captions of image_id k (see the module
+    docstring)."""
+    if not path.is_file():
+        raise MissingDataError(f"the caption file {path} is missing (COCO format: "
+                               '{"images": [...], "annotations": [{"image_id", "caption"}]})')
+    captions: dict[int, list[str]] = {}
+    for item in json.loads(path.read_text())["annotations"]:
+        captions.setdefault(int(item["image_id"]), []).append(str(item["caption"]))
+    for k, sample in enumerate(samples, start=1):
+        if k not in captions:
+            raise ValueError(f"{path} has no caption with image_id {k}, which the {k}-th test "
+                             "question is scored against (one image_id per question, from 1)")
+        sample.reference = captions[k]
+
+
 def _read_split(root: Path, image_root: Path, spec: dict, split: str, where: str) -> list[Sample]:
     path = root / spec[split]
     if not path.is_file():
         raise MissingDataError(f"{where}: the {split} annotations of task {spec['name']!r} are "
                                f"missing, expected at {path}")
+    if spec.get(f"{split}_images"):
+        image_root = root / spec[f"{split}_images"]
     samples = read_annotations(path, image_root, spec["match"])
     if split == "test" and spec.get("answers"):
         _join_answers(samples, root / spec["answers"], path)
+    if split == "test" and spec.get("captions"):
+        _join_captions(samples, root / spec["captions"])
     if split == "test" and spec["match"] == "vqa" and any(s.reference is None for s in samples):
         raise ValueError(
             f"task {spec['name']!r} is scored with VQA soft accuracy, which needs each "
@@ -114,7 +149,8 @@ def _read_split(root: Path, image_root: Path, spec: dict, split: str, where: str
 
 
 def instruction_stream(name: str, benchmark: str, data_root: str, tasks: Sequence[dict],
-                       seed: int = 0, images: str = ".", skip_bad_images: bool = False) -> Stream:
+                       seed: int = 0, images: str = ".", skip_bad_images: bool = False,
+                       manifest: dict | None = None) -> Stream:
     """The stream `name` of `benchmark`, read from `<data_root>/<benchmark>/`.
 
     `tasks` lists, in training order, dicts with `name`, `train`, `test` (annotation files
@@ -124,9 +160,10 @@ def instruction_stream(name: str, benchmark: str, data_root: str, tasks: Sequenc
     instead of the files while they are unchanged. Missing or unreadable images raise an error
     naming the file unless `skip_bad_images`, which leaves such samples out and lists them in
     each task's `meta["bad_images"]` (their counts go to results.json). `seed` is unused: the
-    order and splits are the benchmark's own.
+    order and splits are the benchmark's own; `manifest` (what the release holds) is checked by
+    `python -m mcl.data prepare`, not here.
     """
-    del seed
+    del seed, manifest
     root = Path(data_root).expanduser().resolve() / benchmark
     where = f"stream {name!r} of {benchmark} (run `{prepare_command(benchmark, data_root)}`)"
     if not root.is_dir():
@@ -137,7 +174,7 @@ def instruction_stream(name: str, benchmark: str, data_root: str, tasks: Sequenc
             f"{benchmark}/")
     image_root = root / images
     sources = [root / t[split] for t in tasks for split in ("train", "test")]
-    sources += [root / t["answers"] for t in tasks if t.get("answers")]
+    sources += [root / t[key] for t in tasks for key in ("answers", "captions") if t.get(key)]
     cached = prepared.load(root, name, sources)
     built = []
     for spec in tasks:
@@ -152,6 +189,12 @@ def instruction_stream(name: str, benchmark: str, data_root: str, tasks: Sequenc
                 splits[split], bad[split] = drop_bad_images(
                     cached[0].get((spec["name"], split), []), lambda s: s.image,
                     skip_bad_images, context, cached[1].get(spec["name"], {}).get(split, []))
+        if spec["match"] == "cider":  # CIDEr's document frequencies come from the whole split
+            for sample, refs in zip(splits["test"], attach_corpus(
+                    [s.reference for s in splits["test"]]), strict=True):
+                sample.reference = refs
         meta = {"benchmark": benchmark, "match": spec["match"], "bad_images": bad}
+        if spec.get("official_scorer"):  # the benchmark's own score needs what mcl lacks
+            meta["official_scorer"] = spec["official_scorer"]
         built.append(Task(spec["name"], splits["train"], splits["test"], meta))
     return Stream(name, built)

@@ -6,6 +6,9 @@ image, write the prepared table (`mcl.data.prepared`) and print a report of samp
 images per task and split (also written to `<data_root>/<benchmark>/mcl_prepared/report.json`).
 Exit status 0 only when every stream is complete and every image decodes.
 
+A stream YAML's `manifest` (the release's task order, entry counts per annotation file,
+checksums where published) is checked too: a mismatch is a problem row, e.g. a short download.
+
 Adding a benchmark is one entry in BENCHMARKS: the stream YAMLs (conf/stream/) that read it.
 Those streams' builders must take `data_root` and `skip_bad_images`, raise
 `mcl.data.coast.MissingDataError` (naming the path and this command) when the data is absent
@@ -23,6 +26,8 @@ the folders torchvision uses directly under the data root (MTIL shares Split-CIF
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -68,6 +73,18 @@ BENCHMARKS: dict[str, Benchmark] = {
         streams=("coast_domain", "coast_capability", "coast_dataset"),
         note="The COAST authors publish no data (github.com/mengcaopku/Continual-LLaVA); place "
              "the annotation files and images as conf/stream/coast_*.yaml describe."),
+    "ucit": Benchmark(
+        streams=("ucit",), hub="HaiyangGuo/UCIT",
+        note="The Hub repo holds the instructions (and the ImageNet-R and Flickr30k images); "
+             "download ArxivQA, IconQA, CLEVR-Math and VizWiz images as "
+             "github.com/Ghy0501/HiDe-LLaVA's README lists, into ucit/datasets/, and the "
+             "instruction folders into ucit/instructions/ (conf/stream/ucit.yaml)."),
+    "mllm_cl": Benchmark(
+        streams=("mllm_cl_domain", "mllm_cl_ability"), hub="Impression2805/MLLM-CL",
+        note="Lay the domain data out as <data_root>/mllm_cl/domain/<RS|Med|AD|Sci|Fin>/ and the "
+             "ability data as mllm_cl/ability/<OCR|OCR_test|Math|Math_test|VP|VP_test|APP|"
+             "APP_test>/, as github.com/bjzhb666/MLLM-CL's README shows (the Hub copy's top "
+             "folder names are not checked here: move them into domain/ and ability/)."),
     "mtil": Benchmark(streams=("mtil", "mtil_order2", "mtil_fewshot", "xtail"), note=_by_hand(mtil),
                       validate=mtil.validate),
     "split_cifar100": Benchmark(
@@ -127,7 +144,57 @@ def _sources(cfg, root: Path) -> list[Path] | None:
     prefix = f"{cfg.config}/" if "config" in cfg else ""  # COAST's per-configuration folders
     paths = [root / f"{prefix}{t['train']}" for t in tasks]
     paths += [root / f"{prefix}{t['test']}" for t in tasks]
-    return paths + [root / t["answers"] for t in tasks if t.get("answers")]
+    return paths + [root / t[key] for t in tasks for key in ("answers", "captions")
+                    if t.get(key)]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_manifest(cfg, root: Path) -> list[str]:
+    """What differs between a stream's files and its `manifest` (the release's task order,
+    entry counts of each task's train and test annotation files, and sha256 digests of files
+    where the release publishes them); [] when it has none or all agree.
+
+    Counts are of entries in the files as released (a multi-turn conversation is one entry),
+    not of the samples mcl makes of them, which the report's rows give.
+    """
+    manifest = cfg.get("manifest")
+    if not manifest:
+        return []
+    problems = []
+    published = [t["name"] for t in manifest["tasks"]]
+    order = [t["name"] for t in cfg.tasks]
+    if order != published:
+        problems.append(f"task order {order} differs from the published order {published} "
+                        f"({manifest['source']})")
+    prefix = f"{cfg.config}/" if "config" in cfg else ""
+    files = {t["name"]: t for t in cfg.tasks}
+    for expected in manifest["tasks"]:
+        task = files.get(expected["name"])
+        for split in ("train", "test"):
+            if task is None or expected.get(split) is None:
+                continue  # a missing task is reported above; None: the count is not published
+            path = root / f"{prefix}{task[split]}"
+            if not path.is_file():
+                continue  # reading the stream already reported it
+            entries = len(json.loads(path.read_text()))
+            if entries != expected[split]:
+                problems.append(f"count mismatch: {expected['name']} {split} has {entries} "
+                                f"entries in {path}, the release has {expected[split]} "
+                                f"({manifest['source']}); an incomplete download or a "
+                                "different version of the files")
+    for name, digest in (manifest.get("sha256") or {}).items():
+        path = root / name
+        if path.is_file() and _sha256(path) != digest:
+            problems.append(f"checksum mismatch: {path} is not the released file (sha256 "
+                            f"{digest} expected)")
+    return problems
 
 
 def _read(cfg) -> Stream | str:
@@ -185,6 +252,8 @@ def prepare(name: str, data_root: str) -> tuple[list[dict], bool]:
                                       or str(s.image) not in undecodable])
                 rows.append(_row(stream_name, task.name, split, len(getattr(task, split)),
                                  len(bad), "ok" if not bad else f"bad, e.g. {bad[0]}"))
+        rows += [_row(stream_name, status=f"problem: {problem}")
+                 for problem in check_manifest(configs[stream_name], root)]
         sources = _sources(configs[stream_name], root)
         if sources is not None:  # the table caches annotation files (instruction streams)
             prepared.save(root, stream, sources)

@@ -12,7 +12,9 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
+from mcl.metrics import mllm_cl
 from mcl.metrics.answers import exact_match, option_match
+from mcl.metrics.captions import cider
 from mcl.metrics.vqa import vqa_accuracy
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -172,6 +174,21 @@ SCORERS: dict[str, Callable[[str, object], float]] = {
     "classification": lambda prediction, reference: float(
         classification_correct(prediction, str(reference))
     ),
+    # UCIT (HiDe-LLaVA llava/eval/eval_deepseek_r1.py): pred.upper() == ground_truth.upper(),
+    # nothing else normalised (the generated text is stripped, as model_answer.py does).
+    "exact_case": lambda prediction, reference: float(
+        prediction.strip().upper() == str(reference).upper()
+    ),
+    # CIDEr-D with the test split's statistics (mcl.metrics.captions); on coco-caption's scale.
+    "cider": cider,
+    # MLLM-CL's scripts (mcl.metrics.mllm_cl); the two fallbacks stand in for external judges.
+    "mllm_cl_contains": lambda p, r: float(mllm_cl.contains_answer(p, str(r))),
+    "mllm_cl_pvqa": lambda p, r: float(mllm_cl.pvqa_correct(p, str(r))),
+    "mllm_cl_sci": mllm_cl.sci_score,
+    "mllm_cl_finvis": lambda p, r: float(mllm_cl.finvis_correct(p, str(r))),
+    "mllm_cl_ocr": lambda p, r: float(mllm_cl.ocr_correct(p, r)),
+    "mllm_cl_sat": lambda p, r: float(mllm_cl.sat_correct(p, str(r))),
+    "exact_fallback": lambda p, r: float(mllm_cl.exact_fallback(p, str(r))),
 }
 
 
@@ -180,7 +197,8 @@ def score(prediction: str, reference: object, kind: str) -> float:
 
     ``reference`` is what the benchmark stores: a list of answers for "vqa" and "anls" (a
     string is also accepted for "anls"), a string for "relaxed", a box (or its string) for
-    "grounding", a label for "classification". Returns a score in [0, 1].
+    "grounding", a label for "classification". Returns a score in [0, 1], except "cider"
+    (coco-caption's CIDEr scale, 0..10).
 
     Raises:
         ValueError: if ``kind`` is not a key of :data:`SCORERS`.
