@@ -172,10 +172,10 @@ def test_all_four_methods_run_end_to_end_on_the_micro_classification_stream(tmp_
     common = ["stream=toy_class_micro", "logger=none", "trainer.progress_bar=false",
               "method.epochs=1", "method.batch_size=8"]
     runs = {
-        "l2p": ["method=l2p_tiny", "backbone=tiny_vit_micro"],
-        "dualprompt": ["method=dualprompt_tiny", "backbone=tiny_vit_micro",
+        "l2p": ["experiment=l2p_tiny", "backbone=tiny_vit_micro"],
+        "dualprompt": ["experiment=dualprompt_tiny", "backbone=tiny_vit_micro",
                        "method.pool_size=2"],
-        "coda_prompt": ["method=coda_prompt_tiny", "backbone=tiny_vit_micro",
+        "coda_prompt": ["experiment=coda_prompt_tiny", "backbone=tiny_vit_micro",
                         "method.pool_size=8", "method.num_tasks=2"],
         "prompt_fusion": ["experiment=prompt_fusion_tiny", "backbone=tiny_clip_micro",
                           "backbone@method.booster=tiny_vit_micro", "method.memory_size=8"],

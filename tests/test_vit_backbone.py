@@ -7,6 +7,7 @@ import torch
 from mcl.backbones import tiny_vit
 from mcl.backbones.vit import VitBackbone
 from mcl.data import toy_classes
+from mcl.data.label_space import training_label_space
 from mcl.strategies import build_strategy
 
 TINY = {"vision": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
@@ -69,12 +70,14 @@ def test_prompts_and_prefixes_follow_vpt_and_prefix_tuning(vit, stream):
 
 def test_head_grows_as_classes_arrive_and_untrained_classes_score_zero(vit, stream):
     vit.encode(stream.tasks[0].train, True)
+    assert vit.class_rows == {}  # encoding decides no label space (mcl.data.label_space does)
+    features = torch.randn(3, vit.feature_dim)
+    vit.logits(features, training_label_space(stream.tasks[0].train))
     first = dict(vit.class_rows)
     assert sorted(first) == sorted({s.answer for s in stream.tasks[0].train})
-    vit.encode(stream.tasks[1].train, True)
+    vit.logits(features, training_label_space(stream.tasks[1].train))
     assert {k: vit.class_rows[k] for k in first} == first  # old rows keep their classes
     assert sorted(vit.class_rows.values()) == list(range(len(vit.class_rows)))
-    features = torch.randn(3, vit.feature_dim)
     assert torch.equal(vit.logits(features, ["circle", "rising chart"]), torch.zeros(3, 2))
     with torch.no_grad():
         vit.head.weight[vit.class_rows["circle"]] = 1.0
