@@ -194,9 +194,10 @@ class PromptFusion(ContinualStrategy):
     requires = frozenset({"vision_prompts", "label_prompts"})
     families = frozenset({"classification"})
 
-    # Constructor default context length: CoOp's own M = 16 (Zhou et al. 2022), which fits the
-    # tiny text towers' 32 positions; the PromptFusion code's 30 is in the YAML.
-    def __init__(self, booster: dict | None = None, context_length: int = 16,
+    # Constructor default context length 8: with the official layout's M placeholders, 2 x 8
+    # tokens + a class name fit the tiny text towers' 32 positions (the strategy contract builds
+    # every method with its constructor defaults); the PromptFusion code's 30 is in the YAML.
+    def __init__(self, booster: dict | None = None, context_length: int = 8,
                  clip_prompt_length: int = 30, booster_prompt_length: int = 30,
                  memory_size: int = 5000, feature_batch_size: int = 64,
                  text_layout: str = "official", lr_schedule: str = "epoch_cosine",
