@@ -56,6 +56,8 @@ Departures from that code, each documented here:
   own processor); the code feeds the same ToTensor [0, 1] pixels, unnormalised, to CLIP and to
   the ViT (dataset.py build_transform has no Normalize). Changes results; not an option: the
   pixel pipeline belongs to the backbones.
+- batches: the loop keeps an epoch's last, smaller batch; train_pf.py drops it (drop_last=True).
+  One batch per epoch; no option (the loop's sampler serves every method).
 """
 
 from __future__ import annotations
