@@ -195,6 +195,20 @@ def test_dualprompt_trains_the_task_prompt_and_tests_with_the_best_key(stream):
         s.before_task(stream.tasks[0], 2)
 
 
+@pytest.mark.parametrize("gram_schmidt", ["exact", "official"])
+def test_coda_initialises_a_new_task_with_the_chosen_gram_schmidt(stream, gram_schmidt):
+    s = build_strategy("coda_prompt", pool_size=4, num_tasks=2, prompt_length=2, layers=[0],
+                       gram_schmidt=gram_schmidt)
+    s.setup(_micro_vit())
+    s.before_task(stream.tasks[0], 0)
+    with torch.no_grad():  # training has moved task 1's keys: no longer orthogonal
+        s.prompts.keys[0, 1] += 0.5 * s.prompts.keys[0, 0]
+    s.before_task(stream.tasks[1], 1)
+    keys = s.prompts.keys[0].detach()
+    overlap = (keys[:2] @ keys[2:].T).abs().max().item()
+    assert overlap < 1e-5 if gram_schmidt == "exact" else overlap > 1e-3
+
+
 def test_dualprompt_prefix_lengths_per_layer_are_tokens_per_key_and_per_value(stream):
     """google-research's convention: L_g key + L_g value vectors at a G layer, L_e + L_e at an
     E layer, L_g + L_e of each at a layer with both; CODA-Prompt's "20 6" is e 10, g 3 here."""
