@@ -272,3 +272,17 @@ def test_prompt_pool_methods_refuse_an_instruction_backbone_before_loading(metho
     reason = f"method '{method}' cannot run on backbone 'tiny_llava_micro'.*vision_prompts"
     with pytest.raises(ValueError, match=reason):
         check_pair(build_method(cfg), cfg.backbone)
+
+
+def test_raw_pixels_hand_the_backbone_the_unnormalised_0_1_pixels_of_the_official_code(stream):
+    backbone = _micro_vit()
+    s = build_strategy("l2p", pool_size=4, prompt_length=2, top_k=2, raw_pixels=True)
+    s.setup(backbone)
+    calls, original = [], backbone.query
+    backbone.query = lambda pixels: calls.append(pixels) or original(pixels)
+    images = [sample.image for sample in stream.tasks[0].train[:3]]
+    normalised = backbone.image_processor(images, return_tensors="pt")["pixel_values"]
+    unit = backbone.image_processor(images, do_normalize=False, return_tensors="pt")
+    s.forward({"pixel_values": normalised, "classes": stream.tasks[0].meta["classes"]})
+    assert not torch.allclose(normalised, unit["pixel_values"], atol=1e-2)
+    assert torch.allclose(calls[0], unit["pixel_values"], atol=1e-5)

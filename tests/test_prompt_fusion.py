@@ -212,3 +212,17 @@ def test_the_text_tower_reads_the_official_layout_or_plain_coop(stream, layout):
     expected = torch.cat([table[named[:1]], s.fusion.contexts[0][0], table[words]])
     assert seen[0].shape[1] == 1 + m + (m if layout == "official" else 0) + len(named) - 1
     assert torch.equal(seen[0][0], expected)
+
+
+def test_raw_pixels_give_the_booster_and_clip_the_unnormalised_0_1_pixels(stream):
+    s = _strategy(raw_pixels=True)
+    images = [sample.image for sample in stream.tasks[0].train[:3]]
+    clip_pixels = s.backbone.image_processor(images, return_tensors="pt")["pixel_values"]
+    unit = s.booster.image_processor(images, do_normalize=False, return_tensors="pt")
+    assert torch.allclose(s.booster_pixels(clip_pixels), unit["pixel_values"], atol=1e-4)
+    s.before_task(stream.tasks[0], 0)
+    seen, encode = [], s.backbone.encode_image
+    s.backbone.encode_image = lambda px, prompts=None: seen.append(px) or encode(px, prompts)
+    s.branch_logits(clip_pixels, stream.tasks[0].meta["classes"])
+    clip_unit = s.backbone.image_processor(images, do_normalize=False, return_tensors="pt")
+    assert torch.allclose(seen[0], clip_unit["pixel_values"], atol=1e-5)

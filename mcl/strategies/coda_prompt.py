@@ -25,6 +25,8 @@ Departures from the authors' code:
   for orthogonal old rows, so its new rows keep |cos| up to ~0.15 with trained old ones:
   `gram_schmidt: official`. Changes results slightly.
 - With K = 1 epoch the code's schedule divides by K - 1 = 0; here one epoch runs at lr.
+- pixels are normalised by the backbone's processor; the code feeds [0, 1] pixels
+  (dataloaders/utils.py: mean 0, std 1): `raw_pixels: true`.
 - Gradient clipping: the code clips nothing (learners/prompt.py update_model); mcl's loop clips
   the gradient norm at trainer.gradient_clip_val (1.0 by default): `trainer.gradient_clip_val=
   null` is the official behaviour.

@@ -24,7 +24,8 @@ As in the official code: Adam at a constant rate, no warm-up, the configured rat
 for a batch of 256, scaled to the global batch (`lr_reference_batch: 256`; null: lr as it is;
 train_continual.py). Departure: prompts are chosen per image, never by the batch-wise vote
 (`batchwise_prompt`: True in configs/cifar100_dualprompt.py, False in imr_dualprompt.py), so a
-prediction never depends on the rest of its batch.
+prediction never depends on the rest of its batch. Departure: pixels are normalised by the
+backbone's processor; the code feeds [0, 1] pixels (`norm_01=True`): `raw_pixels: true`.
 """
 
 from __future__ import annotations

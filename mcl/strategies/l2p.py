@@ -19,6 +19,8 @@ Departures from the official code (each changes results):
   `encode_image` returns the pooled CLS feature only.
 - prompts are chosen per image, not by the code's batch-wise majority vote
   (`batchwise_prompt=True`), so a prediction never depends on the rest of its batch.
+- pixels are normalised by the backbone's processor; the code feeds [0, 1] pixels
+  (`norm_01=True`): `raw_pixels: true`.
 """
 
 from __future__ import annotations

@@ -41,8 +41,9 @@ code:
   ImageNet-21k, NOT fine-tuned on ImageNet-1k; the in21k -> in1k URL is commented out there,
   and the docstring's "ImageNet-1k weights fine-tuned from in21k" is timm's, left unedited).
   The transformers port of that checkpoint is `google/vit-base-patch16-224-in21k` (conf/backbone
-  /vit_b16_in21k.yaml), the default here; `google/vit-base-patch16-224` is the in21k -> in1k
-  fine-tuned one, which is what timm's own `vit_base_patch16_224` (augreg) is not either.
+  /vit_b16_in21k.yaml), the default here. Different checkpoints: `google/vit-base-patch16-224`
+  (in21k pre-trained, in1k fine-tuned) and timm's own current `vit_base_patch16_224` (AugReg,
+  in21k -> in1k).
 
 Departures from that code, each documented here:
 - alpha and beta are one value per class (the code keeps one per batch row and class, an
@@ -52,10 +53,10 @@ Departures from that code, each documented here:
 - image features are the CLS tokens; the code's CLIP image branch (model.py VisionEncoder)
   averages the outputs at its prompt positions before ln_post. Changes results; not an option
   yet: the backbone's `encode_image` returns the pooled CLS feature only.
-- pixels: both models read the backbone's normalised pixels (the Booster's re-normalised to its
-  own processor); the code feeds the same ToTensor [0, 1] pixels, unnormalised, to CLIP and to
-  the ViT (dataset.py build_transform has no Normalize). Changes results; not an option: the
-  pixel pipeline belongs to the backbones.
+- pixels: by default both models read normalised pixels (CLIP's processor's, re-normalised to
+  the Booster's own), as they were pre-trained; the code feeds the same ToTensor [0, 1] pixels,
+  unnormalised, to CLIP and to the ViT (dataset.py build_transform has no Normalize):
+  `raw_pixels: true`. Changes results. (The herding features stay the normalised CLIP's.)
 - batches: the loop keeps an epoch's last, smaller batch; train_pf.py drops it (drop_last=True).
   One batch per epoch; no option (the loop's sampler serves every method).
 """
@@ -79,6 +80,7 @@ from mcl.strategies.base import (
     epoch_schedule,
     register,
 )
+from mcl.strategies.prompt_pool import unit_range
 
 TEXT_LAYOUTS = ("official", "coop")
 LR_SCHEDULES = ("epoch_cosine", "step_cosine")
@@ -203,7 +205,7 @@ class PromptFusion(ContinualStrategy):
                  clip_prompt_length: int = 30, booster_prompt_length: int = 30,
                  memory_size: int = 5000, feature_batch_size: int = 64,
                  text_layout: str = "official", lr_schedule: str = "epoch_cosine",
-                 **kwargs) -> None:
+                 raw_pixels: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if text_layout not in TEXT_LAYOUTS:
             raise ValueError(f"method.text_layout must be one of {TEXT_LAYOUTS} (official: the "
@@ -214,6 +216,7 @@ class PromptFusion(ContinualStrategy):
                              "the authors' per-epoch CosineAnnealingLR), got "
                              f"{lr_schedule!r}")
         self.text_layout, self.lr_schedule = text_layout, lr_schedule
+        self.raw_pixels = raw_pixels  # True: both models read [0, 1] pixels, as the code does
         if isinstance(booster, DictConfig):
             booster = OmegaConf.to_container(booster, resolve=True)
         _check_booster(booster)
@@ -373,23 +376,27 @@ class PromptFusion(ContinualStrategy):
                     and self.context_classes[-1] == self.new_classes)
 
     def booster_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """CLIP-normalised pixels re-normalised (and resized) for the Booster's processor."""
+        """CLIP-normalised pixels re-normalised (and resized) for the Booster's processor; with
+        `raw_pixels`, in [0, 1] (resized) instead."""
         if isinstance(self.booster, TowerBooster):
+            if self.raw_pixels:
+                return unit_range(pixel_values, self.backbone.image_processor)
             return pixel_values
-        src, dst = self.backbone.image_processor, self.booster.image_processor
-        x = pixel_values.float()
-        mean_s, std_s = _stats(src, x)
-        mean_d, std_d = _stats(dst, x)
-        x = x * std_s + mean_s
+        x = unit_range(pixel_values.float(), self.backbone.image_processor)
         size = self.booster.model.config.image_size
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return (x - mean_d) / std_d
+        if self.raw_pixels:
+            return x
+        mean, std = _stats(self.booster.image_processor, x)
+        return (x - mean) / std
 
     def branch_logits(self, pixel_values: torch.Tensor, classes: list[str]
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         clip, f, b = self.backbone, self.fusion, len(pixel_values)
-        image = clip.encode_image(pixel_values, prompts=f.image_prompt.expand(b, -1, -1))
+        clip_pixels = (unit_range(pixel_values, clip.image_processor) if self.raw_pixels
+                       else pixel_values)
+        image = clip.encode_image(clip_pixels, prompts=f.image_prompt.expand(b, -1, -1))
         text = self.stabilizer_text(classes)
         stabilizer = clip.logit_scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
         boosted = self.booster.encode_image(self.booster_pixels(pixel_values),

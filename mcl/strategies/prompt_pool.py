@@ -30,6 +30,18 @@ from mcl.backbones.classification import ClassifierOutput, Prefixes
 from mcl.strategies.base import ContinualStrategy
 
 
+def unit_range(pixel_values: torch.Tensor, processor) -> torch.Tensor:
+    """Pixels with the image processor's normalisation undone, in [0, 1]: what the official code
+    of L2P and DualPrompt (google-research/l2p `norm_01=True`), CODA-Prompt (dataloaders/utils.py
+    mean 0, std 1) and PromptFusion (dataset.py, ToTensor only) feed their pre-trained models."""
+    shape = (1, -1, 1, 1)
+    mean = torch.tensor(processor.image_mean, dtype=pixel_values.dtype,
+                        device=pixel_values.device).view(shape)
+    std = torch.tensor(processor.image_std, dtype=pixel_values.dtype,
+                       device=pixel_values.device).view(shape)
+    return pixel_values * std + mean
+
+
 def cosine_similarity_matrix(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """cos(q_b, k_m) for every query row b and key row m: B x M."""
     return F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).T
@@ -152,9 +164,12 @@ class VisionPromptStrategy(ContinualStrategy):
     requires = frozenset({"vision_prompts"})
     families = frozenset({"classification"})
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, raw_pixels: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.prompts: nn.Module | None = None
+        # True: the backbone reads [0, 1] pixels, as the official code feeds them (`unit_range`);
+        # False (default): the pixels its image processor normalises, as it was pre-trained.
+        self.raw_pixels = raw_pixels
 
     def build(self, backbone) -> nn.Module:
         raise NotImplementedError
@@ -177,6 +192,8 @@ class VisionPromptStrategy(ContinualStrategy):
 
     def forward(self, batch: dict) -> PromptedOutput:
         pixels = batch["pixel_values"]
+        if self.raw_pixels:
+            pixels = unit_range(pixels, self.backbone.image_processor)
         features, aux = self.prompted_features(pixels, self.backbone.query(pixels))
         logits = self.backbone.logits(features, batch["classes"])
         labels = batch.get("labels")
