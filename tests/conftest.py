@@ -35,8 +35,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
 MICRO_METHOD = {
     "coda_prompt": {"pool_size": 4, "num_tasks": 2, "layers": [0, 1], "prompt_length": 2},
     "dualprompt": {"pool_size": 2, "g_layers": [0], "e_layers": [1], "e_length": 5},
-    # The Booster on CLIP's own tower (no ViT-B download); 16 context vectors fit 32 positions.
-    "prompt_fusion": {"booster": None, "context_length": 16},
+    # The Booster on CLIP's own tower (no ViT-B download); with the official text layout's M "X"
+    # placeholders, 2 x 8 tokens + a class name fit the micro text tower's 32 positions.
+    "prompt_fusion": {"booster": None, "context_length": 8},
 }
 
 

@@ -18,6 +18,7 @@ from mcl.strategies import build_strategy
 from mcl.strategies.prompt_pool import (
     assemble,
     coda_weights,
+    official_gram_schmidt,
     ortho_penalty,
     orthonormal_extension,
     pull_loss,
@@ -94,6 +95,24 @@ def test_new_components_are_orthonormal_to_each_other_and_to_the_frozen_ones():
     assert ortho_penalty(first).item() == pytest.approx(0.0, abs=1e-10)
     with pytest.raises(ValueError, match="cannot add"):
         orthonormal_extension(old, 8, g)
+
+
+def test_official_gram_schmidt_projects_on_each_old_row_and_so_leaks_on_trained_rows():
+    g = torch.Generator().manual_seed(0)
+    orthonormal = orthonormal_extension(torch.empty(0, 12), 4, g)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    # orthonormal old rows: the two procedures give the same new rows from the same draws
+    assert torch.allclose(official_gram_schmidt(orthonormal, 3, g1),
+                          orthonormal_extension(orthonormal, 3, g2), atol=1e-6)
+    # trained (no longer orthogonal) old rows: by hand, v - sum_j (v.u_j / u_j.u_j) u_j
+    old = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    v = torch.randn(3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    u = v - sum((v @ r) / (r @ r) * r for r in old.double())
+    new = official_gram_schmidt(old, 1, torch.Generator().manual_seed(2))
+    assert torch.allclose(new[0].double(), u / u.norm(), atol=1e-6)
+    assert (old @ new.T).abs().max() > 1e-3  # not orthogonal to the old rows
+    exact = orthonormal_extension(old, 1, torch.Generator().manual_seed(2))
+    assert (old @ exact.T).abs().max() < 1e-6  # mcl's default is
 
 
 def test_ortho_penalty_is_the_mean_squared_deviation_of_the_gram_from_identity():
@@ -177,6 +196,40 @@ def test_dualprompt_trains_the_task_prompt_and_tests_with_the_best_key(stream):
         s.before_task(stream.tasks[0], 2)
 
 
+@pytest.mark.parametrize("gram_schmidt", ["exact", "official"])
+def test_coda_initialises_a_new_task_with_the_chosen_gram_schmidt(stream, gram_schmidt):
+    s = build_strategy("coda_prompt", pool_size=4, num_tasks=2, prompt_length=2, layers=[0],
+                       gram_schmidt=gram_schmidt)
+    s.setup(_micro_vit())
+    s.before_task(stream.tasks[0], 0)
+    with torch.no_grad():  # training has moved task 1's keys: no longer orthogonal
+        s.prompts.keys[0, 1] += 0.5 * s.prompts.keys[0, 0]
+    s.before_task(stream.tasks[1], 1)
+    keys = s.prompts.keys[0].detach()
+    overlap = (keys[:2] @ keys[2:].T).abs().max().item()
+    assert overlap < 1e-5 if gram_schmidt == "exact" else overlap > 1e-3
+
+
+def test_dualprompt_prefix_lengths_per_layer_are_tokens_per_key_and_per_value(stream):
+    """google-research's convention: L_g key + L_g value vectors at a G layer, L_e + L_e at an
+    E layer, L_g + L_e of each at a layer with both; CODA-Prompt's "20 6" is e 10, g 3 here."""
+    backbone = _micro_vit()
+    s = build_strategy("dualprompt", pool_size=2, g_length=3, g_layers=[0, 1], e_length=10,
+                       e_layers=[1])
+    s.setup(backbone)
+    calls = _record(backbone)
+    batch = _batch(backbone, stream.tasks[0])
+    s.before_task(stream.tasks[0], 0)
+    backbone.train()
+    s.forward(batch)
+    b, hidden = len(batch["labels"]), backbone.hidden_size
+    prefixes = calls[-1]["prefixes"]
+    assert sorted(prefixes) == [0, 1]
+    assert [tuple(t.shape) for t in prefixes[0]] == [(b, 3, hidden)] * 2  # G only
+    assert [tuple(t.shape) for t in prefixes[1]] == [(b, 13, hidden)] * 2  # G + E
+    assert s.prompts.g.shape[1] == 6 and s.prompts.e.shape[2] == 20  # stored: keys, values
+
+
 def test_coda_assembles_prompts_from_orthogonal_task_components_and_freezes_old_ones(stream):
     backbone = _micro_vit()
     s = build_strategy("coda_prompt", pool_size=8, num_tasks=2, prompt_length=2, layers=[0, 1],
@@ -220,3 +273,17 @@ def test_prompt_pool_methods_refuse_an_instruction_backbone_before_loading(metho
     reason = f"method '{method}' cannot run on backbone 'tiny_llava_micro'.*vision_prompts"
     with pytest.raises(ValueError, match=reason):
         check_run(build_method(cfg), backbone_spec(cfg.backbone))
+
+
+def test_raw_pixels_hand_the_backbone_the_unnormalised_0_1_pixels_of_the_official_code(stream):
+    backbone = _micro_vit()
+    s = build_strategy("l2p", pool_size=4, prompt_length=2, top_k=2, raw_pixels=True)
+    s.setup(backbone)
+    calls, original = [], backbone.query
+    backbone.query = lambda pixels: calls.append(pixels) or original(pixels)
+    images = [sample.image for sample in stream.tasks[0].train[:3]]
+    normalised = backbone.image_processor(images, return_tensors="pt")["pixel_values"]
+    unit = backbone.image_processor(images, do_normalize=False, return_tensors="pt")
+    s.forward({"pixel_values": normalised, "classes": stream.tasks[0].meta["classes"]})
+    assert not torch.allclose(normalised, unit["pixel_values"], atol=1e-2)
+    assert torch.allclose(calls[0], unit["pixel_values"], atol=1e-5)

@@ -189,3 +189,42 @@ def test_all_four_methods_run_end_to_end_on_the_micro_classification_stream(tmp_
         assert {"last", "avg_incremental", "forgetting"} <= set(saved["metrics"])
         assert (tmp_path / method / "checkpoints" / "task_001.pt").exists()
         assert f"method {method}: " in capsys.readouterr().out  # describe(): parameter counts
+
+
+@pytest.mark.parametrize("layout", ["official", "coop"])
+def test_the_text_tower_reads_the_official_layout_or_plain_coop(stream, layout):
+    """official (prompt.py): [SOS] ctx x M, "X" x M, name, ".", [EOS]; coop: [SOS] ctx x M,
+    name, ".", [EOS]. Checked on the embeddings the text tower's embedding layer receives."""
+    s = _strategy(text_layout=layout)
+    s.before_task(stream.tasks[0], 0)
+    name = stream.tasks[0].meta["classes"][0]
+    seen = []
+    embeddings = s.backbone.model.text_model.embeddings
+    hook = embeddings.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"]), with_kwargs=True)
+    s.backbone.train()
+    s.stabilizer_text([name])
+    hook.remove()
+    tok, m = s.backbone.tokenizer, s.context_length
+    named = tok(f"{name}.")["input_ids"]  # [SOS] name . [EOS]
+    x = tok("X")["input_ids"][1:-1]
+    assert len(x) == 1  # one placeholder token per "X"
+    words = named[1:] if layout == "coop" else x * m + named[1:]
+    table = embeddings.token_embedding.weight
+    expected = torch.cat([table[named[:1]], s.fusion.contexts[0][0], table[words]])
+    assert seen[0].shape[1] == 1 + m + (m if layout == "official" else 0) + len(named) - 1
+    assert torch.equal(seen[0][0], expected)
+
+
+def test_raw_pixels_give_the_booster_and_clip_the_unnormalised_0_1_pixels(stream):
+    s = _strategy(raw_pixels=True)
+    images = [sample.image for sample in stream.tasks[0].train[:3]]
+    clip_pixels = s.backbone.image_processor(images, return_tensors="pt")["pixel_values"]
+    unit = s.booster.image_processor(images, do_normalize=False, return_tensors="pt")
+    assert torch.allclose(s.booster_pixels(clip_pixels), unit["pixel_values"], atol=1e-4)
+    s.before_task(stream.tasks[0], 0)
+    seen, encode = [], s.backbone.encode_image
+    s.backbone.encode_image = lambda px, prompts=None: seen.append(px) or encode(px, prompts)
+    s.branch_logits(clip_pixels, stream.tasks[0].meta["classes"])
+    clip_unit = s.backbone.image_processor(images, do_normalize=False, return_tensors="pt")
+    assert torch.allclose(seen[0], clip_unit["pixel_values"], atol=1e-5)

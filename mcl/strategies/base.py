@@ -290,11 +290,32 @@ class PartsStrategy(ContinualStrategy):
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int
                     ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step cosine decay of the learning rate from its value to zero over `total_steps`, no
-    warm-up (the schedule CoDyRA, CODA-Prompt and PromptFusion train each task with)."""
+    """Per-step cosine decay, no warm-up: optimiser step s (0-based) of `total_steps` runs at
+    lr * (1 + cos(pi * s / total_steps)) / 2, so the first step is at lr and the last just above
+    0. This is CoDyRA's schedule (Artificer-AI-Lab/CoDyRA utils.py `cosine_lr`, called with the
+    iteration before every step, warmup_length 0); methods whose official loop steps a schedule
+    per epoch use `epoch_schedule` instead."""
     steps = max(total_steps, 1)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+
+
+def epoch_schedule(optimizer: torch.optim.Optimizer, total_steps: int, epochs: int,
+                   factor: Callable[[int], float]) -> torch.optim.lr_scheduler.LambdaLR:
+    """A learning rate that changes once per epoch, as in a loop that calls `scheduler.step()`
+    after each epoch: every optimiser step of epoch e (0-based) runs at lr * factor(e). The loop
+    steps this schedule per optimiser step, so epoch e is steps [e * n, (e + 1) * n) with
+    n = total_steps // epochs (the loop's task has `epochs` epochs of equal length)."""
+    per_epoch = max(total_steps // max(epochs, 1), 1)
+    last = max(epochs, 1) - 1
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: factor(min(step // per_epoch, last)))
+
+
+def epoch_cosine(epochs: int) -> Callable[[int], float]:
+    """torch's CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch: epoch e runs at
+    (1 + cos(pi * e / epochs)) / 2 of the rate (3 epochs: x1, x0.75, x0.25)."""
+    return lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
 
 def parameters_of(modules: Iterable[nn.Module]) -> list[nn.Parameter]:

@@ -11,25 +11,57 @@ vectors start orthonormal to the frozen ones (Gram-Schmidt, the authors' updated
 GT-RIPL/CODA-Prompt models/zoo.py `process_task_count`), and an optional penalty
 mu * ||B B^T - I||^2 keeps them so (Eq. 6). Training is end-to-end with the classification loss,
 no pull loss. Defaults: conf/method/coda_prompt.yaml, with their sources.
+
+As in the authors' code: Adam (betas 0.9, 0.999: `momentum: 0.9`), the learning-rate schedule
+of utils/schedulers.py `CosineSchedule` as learners/default.py steps it (`lr_schedule:
+coda_cosine`): once per epoch, skipped before the second epoch, so with K epochs epoch e runs at
+lr * cos(99 pi max(e - 1, 0) / (200 (K - 1))) and the last at cos(99 pi (K - 2) / (200 (K - 1)))
+(0.047 at K = 50). `step_cosine` is a per-step cosine to 0 instead.
+
+Departures from the authors' code:
+- Gram-Schmidt (`gram_schmidt`): by default the new rows are orthogonal to the span of the old
+  rows, exactly, also once training has made the old rows non-orthogonal (the paper's intent,
+  Sec. 4.2). The code projects a random vector onto each old row separately, which is exact only
+  for orthogonal old rows, so its new rows keep |cos| up to ~0.15 with trained old ones:
+  `gram_schmidt: official`. Changes results slightly.
+- With K = 1 epoch the code's schedule divides by K - 1 = 0; here one epoch runs at lr.
+- pixels are normalised by the backbone's processor; the code feeds [0, 1] pixels
+  (dataloaders/utils.py: mean 0, std 1): `raw_pixels: true`.
+- Gradient clipping: the code clips nothing (learners/prompt.py update_model); mcl's loop clips
+  the gradient norm at trainer.gradient_clip_val (1.0 by default): `trainer.gradient_clip_val=
+  null` is the official behaviour.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from mcl.strategies.base import cosine_schedule, register
+from mcl.strategies.base import cosine_schedule, epoch_schedule, register
 from mcl.strategies.prompt_pool import (
     VisionPromptStrategy,
     assemble,
     coda_weights,
+    official_gram_schmidt,
     ortho_penalty,
     orthonormal_extension,
     prefixes_from,
     uniform_parameter,
 )
+
+GRAM_SCHMIDT = {"exact": orthonormal_extension, "official": official_gram_schmidt}
+LR_SCHEDULES = ("coda_cosine", "step_cosine")
+
+
+def coda_cosine(epochs: int):
+    """The factor of lr in epoch e (0-based) under CODA-Prompt's CosineSchedule(K=epochs) as
+    learners/default.py steps it: `step()` before every epoch but the first, on a scheduler whose
+    constructor leaves last_epoch at -1, so epochs 0 and 1 both run at cos(0) = 1."""
+    span = 200 * max(epochs - 1, 1)
+    return lambda epoch: math.cos(99 * math.pi * max(epoch - 1, 0) / span)
 
 
 class Components(nn.Module):
@@ -46,12 +78,18 @@ class Components(nn.Module):
 class CodaPrompt(VisionPromptStrategy):
     """Attention-weighted sums of task-allocated prompt components."""
 
-    # Constructor defaults fit any backbone of >= 2 layers and query width >= 10 (the strategy
-    # contract builds every method with them on micro models); the paper's (100 components at
-    # layers 0-4) are in conf/method/coda_prompt.yaml, which every run composes.
     def __init__(self, *, pool_size: int, prompt_length: int, layers: Sequence[int],
-                 num_tasks: int, ortho_coeff: float, **kwargs) -> None:
+                 num_tasks: int, ortho_coeff: float, gram_schmidt: str, lr_schedule: str,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        if gram_schmidt not in GRAM_SCHMIDT:
+            raise ValueError(f"method.gram_schmidt must be one of {sorted(GRAM_SCHMIDT)} (exact: "
+                             "orthogonal to the old rows' span; official: the authors' "
+                             f"row-by-row projection), got {gram_schmidt!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"method.lr_schedule must be one of {LR_SCHEDULES} (coda_cosine: "
+                             f"the authors' per-epoch schedule), got {lr_schedule!r}")
+        self.gram_schmidt, self.lr_schedule = gram_schmidt, lr_schedule
         if num_tasks <= 0 or pool_size < num_tasks:
             raise ValueError(f"method.pool_size ({pool_size}) must be at least method.num_tasks "
                              f"({num_tasks}), which must be positive: each task gets "
@@ -91,7 +129,8 @@ class CodaPrompt(VisionPromptStrategy):
             for values in (c.components, c.keys, c.attention):
                 for layer in values:  # layer: M x ... ; Gram-Schmidt on flattened rows
                     flat = layer.reshape(len(layer), -1)
-                    new = orthonormal_extension(flat[:start].detach().cpu(), self.per_task)
+                    new = GRAM_SCHMIDT[self.gram_schmidt](flat[:start].detach().cpu(),
+                                                          self.per_task)
                     layer[start:stop] = new.reshape(-1, *layer.shape[1:]).to(layer)
 
     def active(self, values: torch.Tensor) -> torch.Tensor:
@@ -121,10 +160,13 @@ class CodaPrompt(VisionPromptStrategy):
         return features, penalty
 
     def configure_optimizer(self, params: list[nn.Parameter], total_steps: int):
-        """Adam with a cosine decay of the learning rate over the task (the official configs:
-        `optimizer: Adam`, `schedule_type: cosine`)."""
+        """Adam (configs/*_prompt.yaml `optimizer: Adam`, momentum 0.9 = beta1) under
+        `lr_schedule` (`schedule_type: cosine` = coda_cosine, see the module docstring)."""
         optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        return optimizer, cosine_schedule(optimizer, total_steps)
+        if self.lr_schedule == "step_cosine":
+            return optimizer, cosine_schedule(optimizer, total_steps)
+        return optimizer, epoch_schedule(optimizer, total_steps, self.epochs,
+                                         coda_cosine(self.epochs))
 
     def extra_state(self) -> dict:
         return {"task_index": self.task_index}

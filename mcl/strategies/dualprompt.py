@@ -2,18 +2,30 @@
 ECCV 2022).
 
 A frozen pre-trained ViT with two kinds of prompts attached by prefix tuning (Sec. 4.2: a
-prompt of length L is split into a key half and a value half prepended to one layer's attention
-keys and values): a G(eneral)-prompt shared by all tasks at the first layers, and one
+prompt is split into a key part and a value part prepended to one layer's attention keys and
+values; lengths below): a G(eneral)-prompt shared by all tasks at the first layers, and one
 E(xpert)-prompt per task at the next layers, each with a key. Training on task t uses task t's
 own E-prompt and pulls its key to the frozen query feature (Sec. 4.3, Eq. 3-4); at test time
 the E-prompt whose key best matches the query is used (no task identity). Defaults:
 conf/method/dualprompt.yaml, with their sources.
 
 At test time the keys of the tasks trained so far compete (the pool holds one slot per task of
-the stream; slots of tasks not reached are untrained); the code's batch-wise vote is not used.
+the stream; slots of tasks not reached are untrained).
 
-Prompt shapes follow the official code (google-research/l2p, prefix tuning stores key and value
-parts of length L each): a prompt of length L is stored as 2L vectors, first L the key prefix.
+Lengths follow the official code's convention (google-research/l2p models/prompt.py and
+vit.py: a prefix prompt of length L has shape (2, L, heads, head_dim), L key AND L value
+vectors): `g_length` L_g and `e_length` L_e are the tokens per key and per value, so a G-prompt
+layer gets L_g key and L_g value prefixes (2 L_g vectors stored, the first L_g the keys), and a
+layer with both prompts L_g + L_e of each. The PyTorch reproduction in GT-RIPL/CODA-Prompt
+(models/zoo.py DualPrompt, `--prompt_param 10 20 6`) counts the TOTAL instead (its 20 is
+10 key + 10 value): its set-up is g_length 3, e_length 10 here.
+
+As in the official code: Adam at a constant rate, no warm-up, the configured rate being the rate
+for a batch of 256, scaled to the global batch (`lr_reference_batch: 256`; null: lr as it is;
+train_continual.py). Departure: prompts are chosen per image, never by the batch-wise vote
+(`batchwise_prompt`: True in configs/cifar100_dualprompt.py, False in imr_dualprompt.py), so a
+prediction never depends on the rest of its batch. Departure: pixels are normalised by the
+backbone's processor; the code feeds [0, 1] pixels (`norm_01=True`): `raw_pixels: true`.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from torch import nn
 from mcl.strategies.base import register
 from mcl.strategies.prompt_pool import (
     VisionPromptStrategy,
+    constant_adam,
     cosine_similarity_matrix,
     prefixes_from,
     pull_loss,
@@ -49,12 +62,14 @@ class DualPrompts(nn.Module):
 class DualPrompt(VisionPromptStrategy):
     """G-prompt + task-keyed E-prompts, prefix-tuned into the frozen encoder."""
 
-    # Constructor defaults fit any backbone of >= 2 layers (the strategy contract builds every
-    # method with them on 2-layer micro models); the paper's (G at layers 0-1, E of length 20 at
-    # 2-4) are in conf/method/dualprompt.yaml, which every run composes.
     def __init__(self, *, pool_size: int, g_length: int, g_layers: Sequence[int],
-                 e_length: int, e_layers: Sequence[int], pull_coeff: float, **kwargs) -> None:
+                 e_length: int, e_layers: Sequence[int], pull_coeff: float,
+                 lr_reference_batch: int | None, **kwargs) -> None:
         super().__init__(**kwargs)
+        if lr_reference_batch is not None and lr_reference_batch <= 0:
+            raise ValueError("method.lr_reference_batch must be a positive batch size or null, "
+                             f"got {lr_reference_batch}")
+        self.lr_reference_batch = lr_reference_batch
         if pool_size <= 0 or g_length <= 0 or e_length <= 0:
             raise ValueError(f"method.pool_size, g_length and e_length must be positive, got "
                              f"{pool_size}, {g_length}, {e_length}")
@@ -101,6 +116,10 @@ class DualPrompt(VisionPromptStrategy):
         features = self.backbone.encode_image(pixel_values,
                                               prefixes=prefixes_from(layers, prompts))
         return features, self.pull_coeff * pull_loss(chosen)
+
+    def configure_optimizer(self, params: list[nn.Parameter], total_steps: int):
+        """Adam, constant rate lr * batch_size / lr_reference_batch (`constant_adam`)."""
+        return constant_adam(self, params, self.lr_reference_batch)
 
     def extra_state(self) -> dict:
         return {"task_index": self.task_index, "seen": self.seen}

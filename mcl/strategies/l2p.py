@@ -7,11 +7,20 @@ layer (prompt tuning, Sec. 4.1-4.2), and a surrogate loss pulls the chosen keys 
 (Eq. 5, weight lambda). Only prompts, keys and the classifier train; no task identity is used
 at training or test time. Defaults: conf/method/l2p.yaml, with their sources.
 
-Differences from the official code (google-research/l2p): the classifier reads the backbone's
-pooled CLS feature (the code's `vit_classifier="prompt"` averages the outputs at the prompt
-positions); prompts are chosen per image, not by the code's batch-wise majority vote
-(`batchwise_prompt=True`), so a prediction never depends on the rest of its batch. The
+As in the official code (google-research/l2p, configs/cifar100_l2p.py, train_continual.py):
+prompt tuning at the input (`use_prefix_tune_for_e_prompt=False`, so a prompt of length L_p is
+L_p tokens), Adam at a constant rate with no warm-up, the configured rate being the rate for a
+batch of 256, scaled to the global batch (`lr_reference_batch: 256`; null: lr as it is). The
 class-incremental training mask (`train_mask=True`) is the backbones' training label space.
+
+Departures from the official code (each changes results):
+- the classifier reads the backbone's pooled CLS feature; the code's `vit_classifier="prompt"`
+  averages the outputs at the prompt positions. Not an option yet: the backbone's
+  `encode_image` returns the pooled CLS feature only.
+- prompts are chosen per image, not by the code's batch-wise majority vote
+  (`batchwise_prompt=True`), so a prediction never depends on the rest of its batch.
+- pixels are normalised by the backbone's processor; the code feeds [0, 1] pixels
+  (`norm_01=True`): `raw_pixels: true`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from torch import nn
 from mcl.strategies.base import register
 from mcl.strategies.prompt_pool import (
     VisionPromptStrategy,
+    constant_adam,
     pull_loss,
     select_top_k,
     uniform_parameter,
@@ -42,8 +52,12 @@ class L2P(VisionPromptStrategy):
     """Instance-wise prompt selection from a shared pool, prompts at the input."""
 
     def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
-                 **kwargs) -> None:
+                 lr_reference_batch: int | None, **kwargs) -> None:
         super().__init__(**kwargs)
+        if lr_reference_batch is not None and lr_reference_batch <= 0:
+            raise ValueError("method.lr_reference_batch must be a positive batch size or null, "
+                             f"got {lr_reference_batch}")
+        self.lr_reference_batch = lr_reference_batch
         if not 0 < top_k <= pool_size or prompt_length <= 0:
             raise ValueError(f"method.top_k must be in 1..pool_size ({pool_size}) and "
                              f"method.prompt_length positive, got top_k={top_k}, "
@@ -61,3 +75,7 @@ class L2P(VisionPromptStrategy):
         prompts = self.prompts.prompts[index].flatten(1, 2)  # B x (N * L_p) x H
         features = self.backbone.encode_image(pixel_values, prompts=prompts)
         return features, self.pull_coeff * pull_loss(chosen)
+
+    def configure_optimizer(self, params: list[nn.Parameter], total_steps: int):
+        """Adam, constant rate lr * batch_size / lr_reference_batch (`constant_adam`)."""
+        return constant_adam(self, params, self.lr_reference_batch)

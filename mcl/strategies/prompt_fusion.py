@@ -23,12 +23,42 @@ mixes the task's data with a class-balanced exemplar memory chosen by herding (b
 iCaRL) on the frozen CLIP image features, as the official code does (memory 5000).
 
 Only the abstract of the paper could be read; the mechanism and every default follow the
-authors' code, HaoranChen/PromptFusion (model.py Clip_PF, train_pf.py, prompt.py,
-config/pf_cifar.json), cited next to each number in conf/method/prompt_fusion.yaml.
-Differences from that code: alpha and beta are one value per class (the code keeps one per
-batch row and class, an artefact of a fixed batch size); alpha is re-created per task like
-beta (the code keeps a fixed-size alpha, which assumes equal-sized tasks); image features are
-the CLS tokens (the code's CLIP image branch averages the outputs at its prompt positions).
+authors' code, HaoranChen/PromptFusion (model.py Clip_PF, train_pf.py, prompt.py, main.py,
+config/pf_cifar.json), cited next to each number in conf/method/prompt_fusion.yaml. As in that
+code:
+
+- the text of a class is [SOS] ctx_1..ctx_M X..X (M times) name . [EOS] (`text_layout:
+  official`): prompt.py `clip_text_prompt_genarator` tokenizes 2M "X" placeholders before the
+  name and replaces only the first M by the context vectors. Plain CoOp ([SOS] ctx_1..ctx_M
+  name . [EOS], Zhou et al. 2022) is `text_layout: coop`;
+- the learning rate follows torch's CosineAnnealingLR(T_max=epochs) stepped once per epoch
+  (train_pf.py: `scheduler.step()` after each epoch), so 3 epochs run at x1, x0.75, x0.25 of
+  lr (`lr_schedule: epoch_cosine`; `step_cosine` decays it every optimiser step instead);
+- the Booster is the ViT-B/16 that main.py's `create_model('vit_base_patch16_224',
+  pretrained=True)` loads. The repository registers its own `vit_base_patch16_224`
+  (vision_transformer.py, taken from the l2p-pytorch port) whose weight URL is the original
+  ViT paper's ImageNet-21k checkpoint `vit_models/imagenet21k/ViT-B_16.npz` (pre-trained on
+  ImageNet-21k, NOT fine-tuned on ImageNet-1k; the in21k -> in1k URL is commented out there,
+  and the docstring's "ImageNet-1k weights fine-tuned from in21k" is timm's, left unedited).
+  The transformers port of that checkpoint is `google/vit-base-patch16-224-in21k` (conf/backbone
+  /vit_b16_in21k.yaml), the default here. Different checkpoints: `google/vit-base-patch16-224`
+  (in21k pre-trained, in1k fine-tuned) and timm's own current `vit_base_patch16_224` (AugReg,
+  in21k -> in1k).
+
+Departures from that code, each documented here:
+- alpha and beta are one value per class (the code keeps one per batch row and class, an
+  artefact of its fixed batch size with drop_last); alpha is re-created per task like beta (the
+  code keeps a fixed-size alpha, which assumes equal-sized tasks). Equal in value at init (all
+  ones) and on equal-sized tasks up to that per-row duplication; no option.
+- image features are the CLS tokens; the code's CLIP image branch (model.py VisionEncoder)
+  averages the outputs at its prompt positions before ln_post. Changes results; not an option
+  yet: the backbone's `encode_image` returns the pooled CLS feature only.
+- pixels: by default both models read normalised pixels (CLIP's processor's, re-normalised to
+  the Booster's own), as they were pre-trained; the code feeds the same ToTensor [0, 1] pixels,
+  unnormalised, to CLIP and to the ViT (dataset.py build_transform has no Normalize):
+  `raw_pixels: true`. Changes results. (The herding features stay the normalised CLIP's.)
+- batches: the loop keeps an epoch's last, smaller batch; train_pf.py drops it (drop_last=True).
+  One batch per epoch; no option (the loop's sampler serves every method).
 """
 
 from __future__ import annotations
@@ -43,7 +73,17 @@ from mcl.backbones.base import BackboneSpec, Capability
 from mcl.backbones.classification import ClassifierOutput
 from mcl.backbones.vit import VitBackbone
 from mcl.memory import ExemplarMemory, herding_order
-from mcl.strategies.base import ContinualStrategy, cosine_schedule, register
+from mcl.strategies.base import (
+    ContinualStrategy,
+    cosine_schedule,
+    epoch_cosine,
+    epoch_schedule,
+    register,
+)
+from mcl.strategies.prompt_pool import unit_range
+
+TEXT_LAYOUTS = ("official", "coop")
+LR_SCHEDULES = ("epoch_cosine", "step_cosine")
 
 
 def fuse(stabilizer: torch.Tensor, booster: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -75,6 +115,18 @@ def masked_nll(logits: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
     """NLL of log_softmax(logits) multiplied class-wise by `weights` (the official loss:
     F.nll_loss(log_softmax(logits) * weight, label))."""
     return F.nll_loss(F.log_softmax(logits, dim=-1) * weights, labels)
+
+
+def class_text(name: str, context_length: int, layout: str) -> str:
+    """The words of a class's CoOp text; the context vectors go between [SOS] and them.
+
+    `official` (prompt.py): M "X" placeholders, then the name, so the text tower reads [SOS]
+    ctx x M, X x M, name, ".", [EOS]. `coop`: the name alone, [SOS] ctx x M, name, ".", [EOS].
+    Underscores become spaces, as both PromptFusion's and CoOp's code write class names."""
+    words = name.replace("_", " ")
+    if layout == "official":
+        return " ".join(["X"] * context_length + [words])
+    return words
 
 
 class TowerBooster(nn.Module):
@@ -130,8 +182,18 @@ class PromptFusion(ContinualStrategy):
 
     def __init__(self, *, booster: dict | None, context_length: int, clip_prompt_length: int,
                  booster_prompt_length: int, memory_size: int, feature_batch_size: int,
-                 **kwargs) -> None:
+                 text_layout: str, lr_schedule: str, raw_pixels: bool, **kwargs) -> None:
         super().__init__(**kwargs)
+        if text_layout not in TEXT_LAYOUTS:
+            raise ValueError(f"method.text_layout must be one of {TEXT_LAYOUTS} (official: the "
+                             f"authors' [SOS] ctx X..X name . [EOS]; coop: plain CoOp), got "
+                             f"{text_layout!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"method.lr_schedule must be one of {LR_SCHEDULES} (epoch_cosine: "
+                             "the authors' per-epoch CosineAnnealingLR), got "
+                             f"{lr_schedule!r}")
+        self.text_layout, self.lr_schedule = text_layout, lr_schedule
+        self.raw_pixels = raw_pixels  # True: both models read [0, 1] pixels, as the code does
         if isinstance(booster, DictConfig):
             booster = OmegaConf.to_container(booster, resolve=True)
         _check_booster(booster)
@@ -202,15 +264,19 @@ class PromptFusion(ContinualStrategy):
         self.booster.register_classes(sorted(set(classes) | known, key=self._class_order))
         self._frozen_text.clear()
 
+    def _text(self, name: str) -> str:
+        return class_text(name, self.context_length, self.text_layout)
+
     def _check_text_fits(self, classes: list[str]) -> None:
-        """Context + [SOS] name . [EOS] must fit the text tower's positions."""
+        """Context + [SOS] (placeholders) name . [EOS] must fit the text tower's positions."""
         limit = self.backbone.text_context_length
-        longest = max(len(ids) for ids in
-                      self.backbone.tokenizer([f"{c}." for c in classes])["input_ids"])
+        longest = max(len(ids) for ids in self.backbone.tokenizer(
+            [f"{self._text(c)}." for c in classes])["input_ids"])
         if self.context_length + longest > limit:
             raise ValueError(f"method prompt_fusion: {self.context_length} context vectors + "
-                             f"{longest} tokens of the longest class prompt exceed the "
-                             f"{limit} positions of {self.backbone.name!r}'s text tower; lower "
+                             f"{longest} tokens of the longest class prompt (text_layout "
+                             f"{self.text_layout}) exceed the {limit} positions of "
+                             f"{self.backbone.name!r}'s text tower; lower "
                              "method.context_length")
 
     def _set_mask_classes(self, new: list[str], old: list[str]) -> None:
@@ -270,10 +336,10 @@ class PromptFusion(ContinualStrategy):
                 if c not in self._frozen_text:
                     with torch.no_grad():
                         self._frozen_text[c] = clip.encode_text(
-                            [c], self.fusion.contexts[b][r])[0]
+                            [self._text(c)], self.fusion.contexts[b][r])[0]
                 out.append(self._frozen_text[c])
             else:
-                out.append(clip.encode_text([c], self.fusion.contexts[b][r])[0])
+                out.append(clip.encode_text([self._text(c)], self.fusion.contexts[b][r])[0])
         return torch.stack(out)
 
     def _training_task_has_context(self) -> bool:
@@ -282,23 +348,27 @@ class PromptFusion(ContinualStrategy):
                     and self.context_classes[-1] == self.new_classes)
 
     def booster_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """CLIP-normalised pixels re-normalised (and resized) for the Booster's processor."""
+        """CLIP-normalised pixels re-normalised (and resized) for the Booster's processor; with
+        `raw_pixels`, in [0, 1] (resized) instead."""
         if isinstance(self.booster, TowerBooster):
+            if self.raw_pixels:
+                return unit_range(pixel_values, self.backbone.image_processor)
             return pixel_values
-        src, dst = self.backbone.image_processor, self.booster.image_processor
-        x = pixel_values.float()
-        mean_s, std_s = _stats(src, x)
-        mean_d, std_d = _stats(dst, x)
-        x = x * std_s + mean_s
+        x = unit_range(pixel_values.float(), self.backbone.image_processor)
         size = self.booster.image_size
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return (x - mean_d) / std_d
+        if self.raw_pixels:
+            return x
+        mean, std = _stats(self.booster.image_processor, x)
+        return (x - mean) / std
 
     def branch_logits(self, pixel_values: torch.Tensor, classes: list[str]
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         clip, f, b = self.backbone, self.fusion, len(pixel_values)
-        image = clip.encode_image(pixel_values, prompts=f.image_prompt.expand(b, -1, -1))
+        clip_pixels = (unit_range(pixel_values, clip.image_processor) if self.raw_pixels
+                       else pixel_values)
+        image = clip.encode_image(clip_pixels, prompts=f.image_prompt.expand(b, -1, -1))
         text = self.stabilizer_text(classes)
         stabilizer = clip.logit_scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
         boosted = self.booster.encode_image(self.booster_pixels(pixel_values),
@@ -330,9 +400,13 @@ class PromptFusion(ContinualStrategy):
         return self.backbone.predict(out.logits, batch["classes"])
 
     def configure_optimizer(self, params: list[nn.Parameter], total_steps: int):
-        """AdamW with cosine annealing over the task (train_pf.py: AdamW, CosineAnnealingLR)."""
+        """AdamW (train_pf.py: a fresh AdamW per task) with `lr_schedule`: epoch_cosine is
+        train_pf.py's CosineAnnealingLR(T_max=epochs), stepped after every epoch."""
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        return optimizer, cosine_schedule(optimizer, total_steps)
+        if self.lr_schedule == "step_cosine":
+            return optimizer, cosine_schedule(optimizer, total_steps)
+        return optimizer, epoch_schedule(optimizer, total_steps, self.epochs,
+                                         epoch_cosine(self.epochs))
 
     # ------------------------------------------------------------------ state
 

@@ -9,8 +9,9 @@ base class they share on the classification family's frozen image encoders.
   and values;
 - CODA-Prompt (Smith et al. CVPR 2023, Sec. 4, Eq. 3-6): the prompt is a weighted sum of
   components, alpha_m = cos(q * A_m, K_m), components of old tasks frozen, new components
-  initialised orthogonal to the old ones (Gram-Schmidt, as in the authors' updated code
-  GT-RIPL/CODA-Prompt models/zoo.py) and optionally an orthogonality penalty ||BB^T - I||^2;
+  initialised orthogonal to the old ones (Gram-Schmidt, the authors' updated code
+  GT-RIPL/CODA-Prompt models/zoo.py: exact against the span of the old rows, or the code's
+  row-by-row projection) and optionally an orthogonality penalty ||BB^T - I||^2;
 - `VisionPromptStrategy`: query -> prompts -> prompted image feature -> the backbone's classifier
   over the batch's label space. The class-incremental training mask of the L2P/DualPrompt/CODA
   code (`train_mask`: logits of classes outside the current task set to -inf) is the backbones'
@@ -27,6 +28,18 @@ from torch.nn import functional as F
 
 from mcl.backbones.classification import ClassifierOutput, Prefixes
 from mcl.strategies.base import ContinualStrategy
+
+
+def unit_range(pixel_values: torch.Tensor, processor) -> torch.Tensor:
+    """Pixels with the image processor's normalisation undone, in [0, 1]: what the official code
+    of L2P and DualPrompt (google-research/l2p `norm_01=True`), CODA-Prompt (dataloaders/utils.py
+    mean 0, std 1) and PromptFusion (dataset.py, ToTensor only) feed their pre-trained models."""
+    shape = (1, -1, 1, 1)
+    mean = torch.tensor(processor.image_mean, dtype=pixel_values.dtype,
+                        device=pixel_values.device).view(shape)
+    std = torch.tensor(processor.image_std, dtype=pixel_values.dtype,
+                       device=pixel_values.device).view(shape)
+    return pixel_values * std + mean
 
 
 def cosine_similarity_matrix(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -75,8 +88,10 @@ def assemble(weights: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
 def orthonormal_extension(existing: torch.Tensor, count: int,
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """`count` unit rows orthogonal to each other and to every row of `existing` (s x n):
-    Gram-Schmidt of random vectors, as CODA-Prompt initialises a new task's components against
-    the frozen ones. Needs s + count <= n."""
+    Gram-Schmidt of random vectors against an orthonormal basis of the old rows' span, so the
+    new rows are orthogonal to the old ones even after training has made those non-orthogonal
+    (what the paper intends; the authors' code projects onto each old row separately, see
+    `official_gram_schmidt`). Needs s + count <= n."""
     n = existing.shape[1]
     if existing.shape[0] + count > n:
         raise ValueError(f"cannot add {count} orthogonal rows to {existing.shape[0]} in "
@@ -93,6 +108,27 @@ def orthonormal_extension(existing: torch.Tensor, count: int,
         rows.append(v)
         basis = torch.cat([basis, v.unsqueeze(0)])
     return torch.stack(rows).to(existing.dtype) if rows else existing.new_empty(0, n)
+
+
+def official_gram_schmidt(existing: torch.Tensor, count: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """`count` new unit rows as GT-RIPL/CODA-Prompt models/zoo.py `gram_schmidt` makes them:
+    each random v_k minus its projections (v_k . u_j / u_j . u_j) u_j onto every earlier row u_j
+    taken separately (the old rows as they are, then the new rows before normalisation), all new
+    rows normalised at the end. Equal to `orthonormal_extension` while the old rows are
+    orthogonal; once trained they are not, and the new rows keep a small overlap with them
+    (and with each other). Zero old rows are skipped (the official code would redraw forever)."""
+    rows = [r for r in existing.double() if float(r @ r) >= 1e-8]
+    new: list[torch.Tensor] = []
+    for _ in range(count):
+        v = torch.randn(existing.shape[1], generator=generator, dtype=torch.float64)
+        u = v.clone()
+        for r in rows + new:  # every projection uses v itself (classical Gram-Schmidt)
+            u -= (v @ r) / (r @ r) * r
+        new.append(u)
+    if not new:
+        return existing.new_empty(0, existing.shape[1])
+    return torch.stack([u / u.norm() for u in new]).to(existing.dtype)
 
 
 def ortho_penalty(matrix: torch.Tensor) -> torch.Tensor:
@@ -128,9 +164,12 @@ class VisionPromptStrategy(ContinualStrategy):
     requires = frozenset({"vision_prompts"})
     families = frozenset({"classification"})
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, raw_pixels: bool, **kwargs) -> None:
         super().__init__(**kwargs)
         self.prompts: nn.Module | None = None
+        # True: the backbone reads [0, 1] pixels, as the official code feeds them (`unit_range`);
+        # False (default): the pixels its image processor normalises, as it was pre-trained.
+        self.raw_pixels = raw_pixels
 
     def build(self, backbone) -> nn.Module:
         raise NotImplementedError
@@ -151,6 +190,8 @@ class VisionPromptStrategy(ContinualStrategy):
 
     def forward(self, batch: dict) -> PromptedOutput:
         pixels = batch["pixel_values"]
+        if self.raw_pixels:
+            pixels = unit_range(pixels, self.backbone.image_processor)
         features, aux = self.prompted_features(pixels, self.backbone.query(pixels))
         logits = self.backbone.logits(features, batch["classes"])
         labels = batch.get("labels")
@@ -164,6 +205,23 @@ class VisionPromptStrategy(ContinualStrategy):
         with torch.no_grad():
             out = self.forward({k: v for k, v in batch.items() if k != "labels"})
         return self.backbone.predict(out.logits, batch["classes"])
+
+
+def reference_batch_lr(lr: float, batch_size: int, reference_batch: int | None) -> float:
+    """The rate L2P's and DualPrompt's code train with: the configured rate is "the learning
+    rate for batch size 256", scaled linearly to the global batch (google-research/l2p
+    train_continual.py: base_learning_rate = learning_rate * global_batch_size / 256.0).
+    `reference_batch=None` uses `lr` as it is."""
+    return lr if reference_batch is None else lr * batch_size / reference_batch
+
+
+def constant_adam(strategy: ContinualStrategy, params: list[nn.Parameter],
+                  reference_batch: int | None) -> tuple[torch.optim.Optimizer, None]:
+    """L2P's and DualPrompt's optimiser: Adam at a constant rate, no warm-up (configs/*.py:
+    optim "adam", learning_rate_schedule "constant", warmup_epochs 0), the rate scaled by
+    `reference_batch_lr`. No schedule: the rate never changes within a task."""
+    lr = reference_batch_lr(strategy.lr, strategy.batch_size, reference_batch)
+    return torch.optim.Adam(params, lr=lr, weight_decay=strategy.weight_decay), None
 
 
 def prefixes_from(layers: list[int], prompts: list[torch.Tensor]) -> Prefixes:

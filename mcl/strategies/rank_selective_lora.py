@@ -149,7 +149,11 @@ class RankSelectiveLora(PartsStrategy):
     # ------------------------------------------------------------------ step hooks
 
     def configure_optimizer(self, params: list[nn.Parameter], total_steps: int):
-        """AdamW(betas 0.9, 0.9999) with a cosine schedule to zero, as the official code."""
+        """AdamW(betas 0.9, 0.9999) under CoDyRA's per-step cosine (`cosine_schedule`):
+        models/codyra.py train_model calls utils.py `cosine_lr(optimizer, lr, warmup_length=0,
+        total_iterations)` with the iteration before every optimiser step, so step s of T runs
+        at lr * (1 + cos(pi s / T)) / 2. T is the task's optimiser steps here, the fixed
+        `--iterations` there. The code clips no gradients: trainer.gradient_clip_val=null."""
         self._total_steps = total_steps  # the kappa staircase spans exactly these steps
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
                                       betas=(0.9, 0.9999))
