@@ -82,3 +82,14 @@ def test_needs_and_refusals() -> None:
                                                     "j.pkl"]
     assert worker_command(2, Path("j.pkl"))[1:6] == ["-m", "torch.distributed.run",
                                                      "--standalone", "--nproc_per_node", "2"]
+
+
+def test_slurm_launcher_asks_for_the_trainers_nodes_and_tasks() -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["_target_"].endswith("SlurmLauncher")
