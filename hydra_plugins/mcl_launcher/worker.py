@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 
 def task_reference(task_function: Callable) -> tuple[str, str, str | None]:
     """How a fresh process finds the task function again: its module's import name (the
@@ -46,10 +44,13 @@ def load_task(reference: tuple[str, str, str | None]) -> Callable:
 
 
 def write_job(path: Path, **job: Any) -> None:
+    import cloudpickle  # here, not at the top: Hydra imports every plugin module at start-up
+
     path.write_bytes(cloudpickle.dumps(job))
 
 
 def run(path: Path) -> int:
+    import cloudpickle
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals

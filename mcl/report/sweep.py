@@ -130,7 +130,11 @@ def summary(sweep_dir: str | Path) -> str:
         lines.append(f"| {i} | {' '.join(shown)} | {job.status} | {detail} | {where} |")
     left = len(jobs) - counts[FINISHED]
     if left and is_sweep(sweep_dir):
+        try:
+            command = rerun_command(sweep_dir)
+        except Exception as error:  # a damaged multirun.yaml: the table still stands
+            command = f"(no re-run command: {sweep_dir / 'multirun.yaml'} unreadable: {error})"
         lines += ["", f"Re-run the {left} failed and incomplete jobs (finished ones are left "
-                  "alone, incomplete ones resume):", "", "    " + rerun_command(sweep_dir)]
+                  "alone, incomplete ones resume):", "", "    " + command]
     return "\n".join(lines) + "\n"
 
