@@ -6,7 +6,7 @@ FWT and Transfer (the CLIP/ViT family: class-incremental, domain-incremental, MT
         stream.train_size=50 stream.test_size=40                   # a quick look on CPU
 
 Runs a Hydra multirun of `mcl.run` (backbone tiny_clip unless --backbone) into --out (default
-multirun/compare_classification; with --jobs > 1 through Hydra's joblib launcher; finished runs
+multirun/compare_classification; with --jobs > 1 through hydra/launcher=parallel; finished runs
 are reused, as a re-run resumes), then `python -m mcl.report` on it: report.md, report.csv and
 plots/ beside the runs. Each method runs with its toy classification preset, the first of
 `experiment=<method>_clip`, `experiment=<method>_tiny` that exists in conf/experiment/, else with
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--streams", nargs="+", default=STREAMS)
     parser.add_argument("--backbone", default="tiny_clip")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (parallel launcher)")
     parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "compare_classification")
     parser.add_argument("overrides", nargs="*", help="extra mcl.run overrides")
     args = parser.parse_args()

@@ -5,7 +5,7 @@
     python experiments/compare_toy.py --seeds 0 1 2 --jobs 8 trainer=gpu        # in parallel
 
 Runs a Hydra multirun of `mcl.run` into --out (default multirun/compare_toy; with --jobs > 1
-through Hydra's joblib launcher; finished runs are reused, as a re-run resumes), then
+through hydra/launcher=parallel; finished runs are reused, as a re-run resumes), then
 `python -m mcl.report` on it: report.md, report.csv and plots/ beside the runs. A method with a
 tiny scale preset (conf/experiment/<method>_tiny.yaml) runs with it.
 """
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--streams", nargs="+",
                         default=["toy_domain", "toy_capability", "toy_dataset"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (parallel launcher)")
     parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "compare_toy")
     parser.add_argument("overrides", nargs="*", help="extra mcl.run overrides")
     args = parser.parse_args()

@@ -29,14 +29,14 @@ def method_choices(methods: list[str], presets: tuple[str, ...]) -> list[str]:
 def sweep_and_report(selections: list[str], choices: list[str], seeds: list[int], out: Path,
                      jobs: int, overrides: list[str]) -> int:
     """For each of `selections` (e.g. "method=a,b", "experiment=c_tiny"), run every combination
-    of it with `choices` (e.g. "stream=x,y") and `seeds` into `out` (in parallel through the
-    joblib launcher when `jobs` > 1; finished runs resume as done), then write the report beside
-    the runs; returns the report's exit status."""
+    of it with `choices` (e.g. "stream=x,y") and `seeds` into `out` (up to `jobs` at once through
+    hydra/launcher=parallel when `jobs` > 1, each run on GPUs of its own; finished runs resume as
+    done), then write the report beside the runs; returns the report's exit status."""
     for selection in selections:
         cmd = [sys.executable, "-m", "mcl.run", "-m", selection, *choices,
                f"seed={','.join(map(str, seeds))}", "trainer.progress_bar=false", "logger=none",
                f"hydra.sweep.dir={out}", *overrides]
         if jobs > 1:
-            cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+            cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]
         subprocess.run(cmd, cwd=ROOT, check=True)
     return report([str(out)])

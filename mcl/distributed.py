@@ -1,8 +1,10 @@
 """Several processes, one run: the rank helpers the loop needs around Lightning's DDP/FSDP.
 
-Launch with torchrun (`torchrun --nproc_per_node N -m mcl.run trainer=ddp ...`): every rank runs
-the same loop in lockstep on the same run directory; evaluation is split across ranks and the
-counts are summed once; only rank 0 writes files and logs.
+Launch with torchrun (`torchrun --nproc_per_node N -m mcl.run trainer=ddp ...`, on one node or
+several), with srun / submitit under SLURM (`hydra/launcher=slurm`), or through mcl's local
+launcher (`hydra/launcher=parallel`, which starts torchrun per job): every rank runs the same loop
+in lockstep on the same run directory; evaluation is split across ranks and the counts are
+summed once; only rank 0 writes files and logs.
 """
 
 from __future__ import annotations
@@ -26,14 +28,34 @@ def is_main() -> bool:
     return rank_and_world()[0] == 0
 
 
+def cluster_environment():
+    """The cluster environment Lightning's Trainer will pick for this process (torchrun's before
+    SLURM's, in Lightning's order), or None when neither launched it."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    for environment in (TorchElasticEnvironment, SLURMEnvironment):
+        if environment.detect():
+            return environment()
+    return None
+
+
 def init_from_env(accelerator: str) -> None:
-    """Join the process group torchrun describes (WORLD_SIZE > 1) before any work, so that the
-    zero-shot evaluation is already shared; Lightning then reuses the group."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        gpu = accelerator in ("gpu", "cuda") and torch.cuda.is_available()
-        if gpu:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if gpu else "gloo")
+    """Join the process group that torchrun or SLURM (srun, submitit) describes, before any
+    work, so that the zero-shot evaluation is already shared and only rank 0 writes; Lightning
+    then reuses the group. Ranks, world size and the main address come from Lightning's cluster
+    environment, so they are the ones its Trainer uses."""
+    if dist.is_initialized():
+        return
+    environment = cluster_environment()
+    if environment is None or environment.world_size() == 1:
+        return
+    os.environ["MASTER_ADDR"] = environment.main_address
+    os.environ["MASTER_PORT"] = str(environment.main_port)
+    gpu = accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+    if gpu:
+        torch.cuda.set_device(environment.local_rank())
+    dist.init_process_group(backend="nccl" if gpu else "gloo", rank=environment.global_rank(),
+                            world_size=environment.world_size())
 
 
 def barrier() -> None:

@@ -53,7 +53,11 @@ def _sweep_group() -> str:
     return "single-runs"
 
 
-OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
+
+
+register_resolvers()
 
 
 def run_suffix(override_dirname: str) -> str:
@@ -150,6 +154,9 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # Again here: submitit (hydra/launcher=slurm) runs this function unpickled by value in a
+    # process that never imported this module, so the module-level registration did not happen.
+    register_resolvers()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)

@@ -52,6 +52,7 @@ def sweep(tmp_path: Path) -> Path:
     failed.mkdir(parents=True)
     (failed / "config.yaml").write_text(
         "backbone:\n  name: tiny\nstream:\n  name: toy\nmethod:\n  name: joint\nseed: 0\n")
+    (failed.parent / "failed.json").write_text('{"error": "ValueError: boom\\nmore"}')
     return root
 
 
@@ -113,7 +114,7 @@ def test_incomplete_and_failed_runs_are_marked(sweep: Path,
     assert "| 1 failed |" in md
     lora2, joint0 = sweep / "tiny/toy/lora/seed2", sweep / "tiny/toy/joint/seed0"
     assert f"- **incomplete** `{lora2}`: 1/2 tasks done" in md
-    assert f"- **failed** `{joint0}`: no results.json" in md
+    assert f"- **failed** `{joint0}`: ValueError: boom" in md
     table = read_csv(sweep / "report.csv")
     assert f"incomplete: {lora2}" in table["lora"]["problem_runs"]
     assert f"failed: {joint0}" in table["joint"]["problem_runs"]

@@ -192,7 +192,7 @@ def test_sweep_goes_on_past_a_failed_run_and_the_report_marks_it(tmp_path):
 
 @pytest.mark.parametrize("launcher,target,field,value", [
     ("basic", "BasicLauncher", None, None),
-    ("parallel", "JoblibLauncher", "n_jobs", 2),
+    ("parallel", "ParallelLauncher", "n_jobs", None),
     ("slurm", "SlurmLauncher", "max_num_timeout", 3),
 ])
 def test_launchers_compose(launcher, target, field, value):

@@ -2,9 +2,10 @@
 finished runs.
 
 Gathers every results.json under the directories (a Hydra multirun or several run dirs), writes
-report.md, report.csv and plots/ into --out (default: the first dir), prints the Markdown table.
-With --changes, every run's per-task changed answers (mcl.report.changes: what was forgotten,
-with N examples a task) are added to report.md.
+report.md, report.csv and plots/ into --out (default: the first dir), prints the Markdown table;
+for a sweep directory also every job's status and the command that re-runs the failed and
+incomplete ones (mcl.report.sweep). With --changes, every run's per-task changed answers
+(mcl.report.changes: what was forgotten, with N examples a task) are added to report.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from mcl.io import write_text
 from mcl.report.plots import make_plots
 from mcl.report.runs import ReportError, find_runs
+from mcl.report.sweep import is_sweep, summary
 from mcl.report.table import build_rows, markdown, to_csv
 
 
@@ -32,9 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="per run and task: answers forgotten between the row after "
                              "training and the last row, N examples each")
     args = parser.parse_args(argv)
+    sweeps = "".join("\n" + summary(d) for d in args.dirs if d.is_dir() and is_sweep(d))
     try:
         runs = find_runs(args.dirs)
     except ReportError as error:
+        print(sweeps, end="")  # a sweep whose every job failed still says which and why
         print(f"mcl.report: error: {error}", file=sys.stderr)
         return 2
     out = args.out or args.dirs[0]
@@ -52,5 +56,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcl.report.to_wandb import log_report
 
         print(f"W&B run: {log_report(table, images, out)}", file=sys.stderr)
-    print(text, end="")
+    print(text + sweeps, end="")
     return 0

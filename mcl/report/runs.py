@@ -77,10 +77,14 @@ def load_run(results: Path) -> Run:
 
 
 def failed_run(path: Path) -> Run:
-    """A Hydra job directory without results.json; its names come from .hydra/config.yaml."""
-    run = Run(path=path, status=FAILED, reason="no results.json")
-    try:  # mcl.run leaves the error of a failed sweep job in failed.json
+    """A Hydra job directory without results.json; its names come from .hydra/config.yaml.
+    It failed if it left failed.json (mcl.run's record of its error); else it was stopped
+    before its first result (killed, timed out) or is still running: incomplete."""
+    run = Run(path=path, status=INCOMPLETE,
+              reason="no results.json: stopped before its first result, or still running")
+    try:
         run.reason = json.loads((path / "failed.json").read_text())["error"].splitlines()[0]
+        run.status = FAILED
     except (OSError, ValueError, KeyError, IndexError):
         pass
     try:
