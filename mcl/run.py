@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mcl.data.label_space import check_family
-from mcl.data.task import Stream
-from mcl.distributed import init_from_env, is_main
-from mcl.io import write_json, write_text
-from mcl.loop import LoopConfig, run_stream
-from mcl.results import environment, summary_table
-from mcl.strategies.base import ContinualStrategy, build_strategy
+if TYPE_CHECKING:
+    from mcl.data.task import Stream
+    from mcl.strategies.base import ContinualStrategy
+
+# torch, Lightning and transformers are imported where a run needs them, not here: `--help`, a
+# composed config and a bad command line answer in seconds.
 
 # Offline unless the user says otherwise: never wait on the Hub for a model mcl already has.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -48,6 +46,8 @@ OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
 def build(node: DictConfig, **kwargs):
     """Hydra's instantiate, re-raising the target's own error (its message says what to fix)
     instead of Hydra's wrapper."""
+    from hydra.errors import InstantiationException
+
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -58,6 +58,8 @@ def build(node: DictConfig, **kwargs):
 
 def build_method(cfg: DictConfig) -> ContinualStrategy:
     """The strategy named by `method.name` with the rest of `method` as its arguments."""
+    from mcl.strategies.base import build_strategy
+
     options = OmegaConf.to_container(cfg.method, resolve=True)
     return build_strategy(options.pop("name"), **options)
 
@@ -81,6 +83,13 @@ def skipped_images(stream: Stream) -> dict[str, dict[str, int]]:
 
 def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> dict:
     """Run one backbone x method x stream; every check happens before any long work."""
+    from mcl.data.label_space import check_family
+    from mcl.data.vocabulary import check_vocabulary
+    from mcl.distributed import init_from_env, is_main
+    from mcl.io import write_text
+    from mcl.loop import LoopConfig, run_stream
+    from mcl.results import environment, summary_table
+
     run_dir = Path(run_dir)
     strategy = build_method(cfg)
     check_pair(strategy, cfg.backbone)
@@ -95,6 +104,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     backbone = build(cfg.backbone, _convert_="all")
+    check_vocabulary(backbone, cfg.backbone.name, stream, cfg.get("max_unknown_words"))
     strategy.setup(backbone)
     print(strategy.describe())
     print(f"stream {stream.name}: {len(stream.tasks)} tasks ({', '.join(stream.task_names)})")
@@ -116,20 +126,51 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     return results
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def _config_dir() -> str:
+    """conf/ beside the package in a checkout (and an editable install), mcl/conf in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"mcl's configs are missing: neither {here / 'conf'} nor "
+                            f"{here.parent / 'conf'} holds config.yaml; reinstall mcl")
+
+
+CONFIG_DIR = _config_dir()
+_job_started = False
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    global _job_started
+    _job_started = True
+    from mcl.cli import run_job
+    from mcl.config_schema import validate
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+
+    def checked_run() -> None:
+        validate(cfg)
         run(cfg, run_dir)
-    except Exception as err:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        # One failed job must not end the sweep: record why, and let the next job start.
-        # `python -m mcl.report` lists the run as failed with this message.
-        write_json(run_dir / "failed.json", {"error": f"{type(err).__name__}: {err}",
-                                             "traceback": traceback.format_exc()})
-        print(f"run failed, the sweep goes on: {type(err).__name__}: {err}", file=sys.stderr)
+
+    run_job(checked_run, run_dir, multirun=hydra_cfg.mode == RunMode.MULTIRUN,
+            debug=bool(cfg.get("debug", False)))
+
+
+def cli() -> None:
+    """`python -m mcl.run` (and the `mcl` command): Hydra's main, plus the closest valid name
+    for a key or group choice Hydra refused."""
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None) and not _job_started:
+            from mcl.cli import suggestions
+
+            for note in suggestions(sys.argv[1:], Path(CONFIG_DIR)):
+                print(note, file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    cli()
