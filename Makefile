@@ -26,7 +26,9 @@ compare:
 
 # The built wheel in a fresh virtual environment runs a micro stream from outside the checkout
 # (configs are package data: nothing is read from the checkout).
-WHEEL_DIR ?= $(shell mktemp -d)
+ifndef WHEEL_DIR
+WHEEL_DIR := $(shell mktemp -d)
+endif
 wheel-check:
 	pip wheel -q --no-deps -w $(WHEEL_DIR)/dist .
 	python3 -m venv $(WHEEL_DIR)/venv
