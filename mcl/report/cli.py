@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mcl.io import write_text
+from mcl.report.document import document
 from mcl.report.plots import make_plots
 from mcl.report.runs import ReportError, find_runs
 from mcl.report.table import build_rows, markdown, to_csv
@@ -34,9 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or args.dirs[0]
     rows = build_rows(runs)
     text, table = markdown(rows), to_csv(rows)
+    images = make_plots(rows, out)
+    text = document(text, rows, images, Path(out))
     write_text(out / "report.md", text)
     write_text(out / "report.csv", table)
-    images = make_plots(rows, out)
     if args.wandb:
         from mcl.report.to_wandb import log_report
 
