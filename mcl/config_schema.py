@@ -139,6 +139,10 @@ def _container(node: DictConfig) -> dict:
 
 def validate(cfg: DictConfig) -> None:
     """Raise a ConfigError for the first key no code reads or value of the wrong type."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required, and not given; set it on the command "
+                          f"line, e.g. {missing[0]}=<value>")
     for key, hint in TOP_LEVEL.items():
         if key in cfg and not conforms(cfg[key], hint):
             raise ConfigError(f"{key}: expected {type_name(hint)}, got {cfg[key]!r} "
