@@ -1,8 +1,10 @@
-"""CPU benchmark of the default run: pre-training (cold cache), then the stream (warm cache).
+"""CPU benchmark of the default run: a new user's first run (cold cache: pre-training, then the
+stream, in one process), pre-training alone (cold cache), then the stream again (warm cache).
 
     python experiments/bench_cpu.py [extra overrides for mcl.run ...]
 
-Targets on 2 cores: pre-training <= 5 min, stream <= 3 min. Prints a table and the machine.
+Targets on 2 cores: pre-training <= 5 min, stream <= 3 min. Prints a table, the per-task training
+times of the first run against the warm one, and the machine.
 """
 
 from __future__ import annotations
@@ -37,31 +39,43 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def stream_run(overrides: list[str], env: dict, run_dir: Path) -> tuple[float, dict]:
+    """Wall time of `python -m mcl.run` and its results.json."""
+    seconds = timed([sys.executable, "-m", "mcl.run", *overrides, "logger=none",
+                     "trainer.progress_bar=false", f"hydra.run.dir={run_dir}"], env)
+    return seconds, json.loads((run_dir / "results.json").read_text())
+
+
 def main() -> None:
     overrides = sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
+        first_env = {**os.environ, "MCL_CACHE": str(Path(tmp) / "first")}
+        first_s, first = stream_run(overrides, first_env, Path(tmp) / "first_run")
         env = {**os.environ, "MCL_CACHE": str(Path(tmp) / "cache")}
         pretrain_s = timed([sys.executable, "-m", "mcl.pretrain", *overrides], env)
-        run_dir = Path(tmp) / "run"
-        stream_s = timed([sys.executable, "-m", "mcl.run", *overrides, "logger=none",
-                          "trainer.progress_bar=false", f"hydra.run.dir={run_dir}"], env)
-        results = json.loads((run_dir / "results.json").read_text())
+        stream_s, results = stream_run(overrides, env, Path(tmp) / "run")
         pretrain_report = json.loads(next(Path(env["MCL_CACHE"]).glob("*/*/pretrain.json"))
                                      .read_text())
     train_s = sum(t["train_s"] for t in results["timings"])
     eval_s = sum(t["eval_s"] for t in results["timings"])
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+          f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+          f"load average before: {os.getloadavg()[0]:.1f}")
     print(f"run: {results['backbone']} / {results['method']} / {results['stream']} "
           f"seed {results['seed']} {' '.join(overrides)}")
     print()
     print("| phase | wall time (s) | target (s) |")
     print("|---|---:|---:|")
+    print(f"| first run, cold cache (`python -m mcl.run`: pre-training + stream) | {first_s:.1f} "
+          "| 480 |")
     print(f"| pre-training, cold cache (`python -m mcl.pretrain`) | {pretrain_s:.1f} | 300 |")
     print(f"| stream, warm cache (`python -m mcl.run`, whole process) | {stream_s:.1f} | 180 |")
     print(f"| - of which training ({len(results['tasks'])} tasks) | {train_s:.1f} | |")
     print(f"| - of which evaluation ({len(results['tasks']) + 1} rows) | {eval_s:.1f} | |")
     print()
+    print("per-task training (s), first run vs warm: " + ", ".join(
+        f"{a['task']} {a['train_s']:.1f} vs {b['train_s']:.1f}"
+        for a, b in zip(first["timings"], results["timings"], strict=True) if b["train_s"]))
     print(f"pre-training held-out accuracy: {pretrain_report['heldout_accuracy']:.3f}; "
           f"stream Last accuracy: {results['metrics']['last']:.3f}")
 

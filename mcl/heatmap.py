@@ -43,8 +43,10 @@ def plot_matrix(R: np.ndarray, task_names: list[str], path: str | Path, title: s
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
-    image = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    fig.colorbar(image, ax=ax, label="accuracy")
+    # In %, as the cells are written: the colour bar and the numbers read alike.
+    image = ax.imshow(np.ma.masked_invalid(100 * arr), cmap=cmap, vmin=0.0, vmax=100.0,
+                      aspect="auto")
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
 
     ax.set_xticks(range(n_tasks), labels=task_names, rotation=45, ha="right")
     ax.set_yticks(range(n_rows), labels=_row_labels(task_names))

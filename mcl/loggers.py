@@ -43,14 +43,29 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
+def hyperparameters(results: dict) -> dict:
+    """What a run compares by: the method's options, the stream, the backbone, the seed."""
+    config = results.get("config") or {}
+    return {"method": config.get("method", {}),
+            "stream": (config.get("stream") or {}).get("name", results.get("stream")),
+            "backbone": (config.get("backbone") or {}).get("name", results.get("backbone")),
+            "seed": config.get("seed", results.get("seed"))}
+
+
 def log_final(loggers: Sequence, results: dict, heatmap: Path) -> None:
-    """The metrics as scalars everywhere; the matrix as a table and the heatmap as an image where
-    the logger can show them (W&B, TensorBoard)."""
+    """The hyperparameters with the final metrics (TensorBoard's HPARAMS tab), the metrics as
+    scalars everywhere; the matrix as a table and the heatmap as an image where the logger can
+    show them (W&B, TensorBoard)."""
     metrics = {f"final/{k}": v for k, v in results["metrics"].items() if v is not None}
+    params = hyperparameters(results)
     names = results["tasks"]
     rows = [[row_label(i, names), *row]
             for i, row in enumerate(results["matrix"])]
     for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics)
+        else:
+            logger.log_hyperparams(params)
         logger.log_metrics(metrics, step=len(names))
         if isinstance(logger, WandbLogger):
             import wandb

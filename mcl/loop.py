@@ -247,7 +247,7 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
                                    | {"acc/seen_mean": float(np.mean(R[i + 1, : i + 1]))},
                                    step=i + 1)
             print(f"[{i + 1}/{len(names)}] {task.name}: " +
-                  " ".join(f"{n}={R[i + 1, j]:.3f}" for j, n in enumerate(names)))
+                  " ".join(f"{n}={100 * R[i + 1, j]:.1f}%" for j, n in enumerate(names)))
         barrier()
     if not is_main():
         return {"tasks": names, "completed_tasks": len(names), "matrix": R.tolist()}

@@ -12,8 +12,10 @@ import hydra
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
+from mcl.run import CONFIG_DIR
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     tiny = cfg.backbone.get("tiny")
     if tiny is None:

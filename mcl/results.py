@@ -221,12 +221,13 @@ def summary_table(data: dict) -> str:
     names = data["tasks"]
     R = matrix_from_json(data["matrix"])
     width = max(12, *(len(n) for n in names))
-    lines = ["after".ljust(width) + "".join(n[:width].rjust(width + 1) for n in names)]
+    lines = ["accuracy (%) on each task (columns) after each task (rows)",
+             "after".ljust(width) + "".join(n[:width].rjust(width + 1) for n in names)]
     for i, row in enumerate(R):
         lines.append(row_label(i, names)[:width].ljust(width) +
                      "".join(("-" if np.isnan(v) else f"{100 * v:.1f}").rjust(width + 1)
                              for v in row))
     lines.append("")
     for key, value in data["metrics"].items():
-        lines.append(f"{key:>16}: " + ("n/a" if value is None else f"{100 * value:.2f}"))
+        lines.append(f"{key:>16}: " + ("n/a" if value is None else f"{100 * value:.2f}%"))
     return "\n".join(lines)

@@ -10,33 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 import sys
-import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mcl.checkpointing import Interrupted
-from mcl.compatibility import backbone_spec, check_run
-from mcl.data.task import Stream
-from mcl.distributed import init_from_env, is_main
-from mcl.io import write_json, write_text
-from mcl.loop import LoopConfig, run_stream
-from mcl.results import (
-    RunDirectoryMismatch,
-    check_fingerprint,
-    environment,
-    fingerprint,
-    summary_table,
-)
-from mcl.strategies.base import ContinualStrategy, strategy_class
+if TYPE_CHECKING:
+    from mcl.data.task import Stream
+    from mcl.strategies.base import ContinualStrategy
+
+# torch, Lightning and transformers are imported where a run needs them, not here: `--help`, a
+# composed config and a bad command line answer in seconds.
 
 # Offline unless the user says otherwise: never wait on the Hub for a model mcl already has.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -53,13 +42,6 @@ def _sweep_group() -> str:
     return "single-runs"
 
 
-def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
-
-
-register_resolvers()
-
-
 def run_suffix(override_dirname: str) -> str:
     """The part of the default run directory that tells runs with other settings apart: Hydra's
     `override_dirname` (the command-line overrides minus the keys already in the path and the
@@ -74,12 +56,19 @@ def run_suffix(override_dirname: str) -> str:
     return f"_{text}"
 
 
-OmegaConf.register_new_resolver("mcl_run_suffix", run_suffix, replace=True)
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("mcl_sweep_group", _sweep_group, replace=True)
+    OmegaConf.register_new_resolver("mcl_run_suffix", run_suffix, replace=True)
+
+
+register_resolvers()
 
 
 def build(node: DictConfig, **kwargs):
     """Hydra's instantiate, re-raising the target's own error (its message says what to fix)
     instead of Hydra's wrapper."""
+    from hydra.errors import InstantiationException
+
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -90,6 +79,8 @@ def build(node: DictConfig, **kwargs):
 
 def build_method(cfg: DictConfig) -> ContinualStrategy:
     """The strategy named by `method.name` with the rest of `method` as its arguments."""
+    from mcl.strategies.base import strategy_class
+
     options = OmegaConf.to_container(cfg.method, resolve=True)
     return strategy_class(options.pop("name"))(**options)
 
@@ -104,6 +95,15 @@ def skipped_images(stream: Stream) -> dict[str, dict[str, int]]:
 
 def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> dict:
     """Run one backbone x method x stream; every check happens before any long work."""
+    import lightning as L
+
+    from mcl.compatibility import backbone_spec, check_run
+    from mcl.data.vocabulary import check_vocabulary
+    from mcl.distributed import init_from_env, is_main
+    from mcl.io import write_text
+    from mcl.loop import LoopConfig, run_stream
+    from mcl.results import check_fingerprint, environment, fingerprint, summary_table
+
     run_dir = Path(run_dir)
     # Everything random (a method's adapters, prompts and pools, a new head, dropout) is created
     # after this, so the same command gives the same numbers in every fresh process.
@@ -123,6 +123,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # a new head, if any
     backbone = build(cfg.backbone, _convert_="all")
+    check_vocabulary(backbone, cfg.backbone.name, stream, cfg.get("max_unknown_words"))
     # Again: a tiny backbone pre-trained on the first run (not loaded from the cache) has drawn
     # random numbers, and the method's initial state must not depend on that.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -152,31 +153,54 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     return results
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def _config_dir() -> str:
+    """conf/ beside the package in a checkout (and an editable install), mcl/conf in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"mcl's configs are missing: neither {here / 'conf'} nor "
+                            f"{here.parent / 'conf'} holds config.yaml; reinstall mcl")
+
+
+CONFIG_DIR = _config_dir()
+_job_started = False
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    global _job_started
+    _job_started = True
     # Again here: submitit (hydra/launcher=slurm) runs this function unpickled by value in a
     # process that never imported this module, so the module-level registration did not happen.
     register_resolvers()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    from mcl.cli import run_job
+    from mcl.config_schema import validate
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+
+    def checked_run() -> None:
+        validate(cfg)
         run(cfg, run_dir)
-    except Interrupted as stop:
-        # SIGINT / SIGTERM: the step checkpoint is written; say so, and how to go on.
-        print(f"\ninterrupted ({stop.signal_name}): {stop.saved}.\nResume with the same "
-              f"command: python -m mcl.run {shlex.join(sys.argv[1:])}", file=sys.stderr)
-        sys.exit(128 + stop.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-    except Exception as err:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            if isinstance(err, RunDirectoryMismatch):  # the message is the whole story
-                print(f"mcl.run: error: {err}", file=sys.stderr)
-                sys.exit(2)
-            raise
-        # One failed job must not end the sweep: record why, and let the next job start.
-        # `python -m mcl.report` lists the run as failed with this message.
-        write_json(run_dir / "failed.json", {"error": f"{type(err).__name__}: {err}",
-                                             "traceback": traceback.format_exc()})
-        print(f"run failed, the sweep goes on: {type(err).__name__}: {err}", file=sys.stderr)
+
+    run_job(checked_run, run_dir, multirun=hydra_cfg.mode == RunMode.MULTIRUN,
+            debug=bool(cfg.get("debug", False)))
+
+
+def cli() -> None:
+    """`python -m mcl.run` (and the `mcl` command): Hydra's main, plus the closest valid name
+    for a key or group choice Hydra refused."""
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None) and not _job_started:
+            from mcl.cli import suggestions
+
+            for note in suggestions(sys.argv[1:], Path(CONFIG_DIR)):
+                print(note, file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -106,6 +106,18 @@ def test_cli_writes_table_and_plots(sweep: Path, tmp_path: Path,
     assert sorted(p.name for p in out.iterdir()) == ["plots", "report.csv", "report.md"]
 
 
+def test_report_md_has_a_title_metric_directions_and_plot_links(sweep: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert md.startswith("# mcl report: toy\n")
+    assert "| forgetting | lower | mean_{j=0..T-2}" in md and "| last | higher | A_T" in md
+    links = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("- [")]
+    assert "plots/tiny/toy/heatmap_lora.png" in links
+    assert all((out / link).is_file() for link in links)
+
+
 def test_incomplete_and_failed_runs_are_marked(sweep: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(sweep)]) == 0  # --out defaults to the first dir

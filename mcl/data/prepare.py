@@ -45,8 +45,9 @@ from mcl.data import core50, mtil, prepared, split_cifar100, split_imagenet_r
 from mcl.data.images import image_problem
 from mcl.data.task import MissingDataError, Stream
 from mcl.io import write_json
+from mcl.run import CONFIG_DIR
 
-STREAM_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "stream"
+STREAM_CONFIGS = Path(CONFIG_DIR) / "stream"  # the checkout's conf/, or an install's mcl/conf
 
 
 @dataclass(frozen=True)

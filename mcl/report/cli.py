@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mcl.io import write_text
+from mcl.report.document import document
 from mcl.report.plots import make_plots
 from mcl.report.runs import ReportError, find_runs
 from mcl.report.sweep import is_sweep, summary
@@ -49,9 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         text += "".join("\n" + changed_answers(run.path, args.changes)
                         for run in runs if run.completed)
+    images = make_plots(rows, out)
+    text = document(text, rows, images, Path(out))
     write_text(out / "report.md", text)
     write_text(out / "report.csv", table)
-    images = make_plots(rows, out)
     if args.wandb:
         from mcl.report.to_wandb import log_report
 
