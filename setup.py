@@ -10,7 +10,8 @@ CONF = ["mcl.conf", *("mcl.conf." + ".".join(p.relative_to("conf").parts)
                       for p in sorted(Path("conf").rglob("*")) if p.is_dir())]
 
 setup(
-    packages=[*find_namespace_packages(include=["mcl", "mcl.*", "hydra_plugins", "hydra_plugins.*"], exclude=["*__pycache__"]),
+    packages=[*find_namespace_packages(include=["mcl", "mcl.*", "hydra_plugins", "hydra_plugins.*"],
+                                       exclude=["*__pycache__"]),
               *CONF],
     package_dir={"mcl.conf": "conf"},
     package_data={name: ["*.yaml"] for name in CONF},

@@ -7,8 +7,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from mcl.heatmap import plot_matrix
 from mcl.loggers import log_final
-from mcl.report.heatmap import plot_matrix
 
 
 def test_tensorboard_hparams_hold_the_method_options_and_final_metrics(tmp_path: Path):
