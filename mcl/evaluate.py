@@ -1,5 +1,8 @@
 """Evaluation by generation: answer every test sample, score it with the scorer its `match`
-names (exact, option, or a benchmark's own: VQAv2 soft accuracy, relaxed, ANLS, IoU, top-1)."""
+names (exact, option, or a benchmark's own: VQAv2 soft accuracy, relaxed, ANLS, IoU, top-1).
+
+Samples are batched by prompt length (less padding, so less prefill work and a shorter cache),
+and the batch is sized from the GPU's free memory unless set (`mcl.generation`)."""
 
 from __future__ import annotations
 
@@ -9,33 +12,74 @@ import torch
 
 from mcl.data.task import Sample
 from mcl.distributed import all_sum, rank_and_world
+from mcl.generation import batch_size_for_memory
 from mcl.metrics.benchmarks import score
 
 GenerateFn = Callable[[dict], list[str]]
+DEFAULT_BATCH_SIZE = 64  # when not set and not sized from GPU memory (CPU, classification)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def by_length(items: Sequence, indices: Sequence[int]) -> list[int]:
+    """`indices` ordered by prompt length (stable): the instruction's characters for lazily
+    encoded samples (image tokens are fixed), prompt tokens for encoded items."""
+    samples = getattr(items, "samples", None)
+    if samples is not None:
+        return sorted(indices, key=lambda i: len(samples[i].prompt))
+    return sorted(indices, key=lambda i: len(items[i].get("prompt_ids", ())))
+
+
+def _get(items: Sequence, indices: Sequence[int]) -> list[dict]:
+    if hasattr(items, "__getitems__"):  # EncodedSamples: one batched encode
+        return items.__getitems__(list(indices))
+    return [items[i] for i in indices]
+
+
+def auto_batch_size(backbone, items: Sequence, longest: int, device: torch.device) -> int:
+    """A batch that fits the GPU's free memory (what PyTorch holds cached counts as free) at
+    the longest prompt of the set; DEFAULT_BATCH_SIZE off the GPU or for classification."""
+    config = getattr(getattr(backbone, "model", None), "config", None)
+    if device.type != "cuda" or config is None or not hasattr(backbone, "max_new_tokens"):
+        return DEFAULT_BATCH_SIZE
+    prompt = len(_get(items, [longest])[0]["prompt_ids"])
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return batch_size_for_memory(config, prompt, backbone.max_new_tokens, free)
+
+
 @torch.no_grad()
-def evaluate_items(generate: GenerateFn, backbone, items: Sequence[dict], batch_size: int,
-                   device: torch.device | None = None) -> float:
+def evaluate_items(generate: GenerateFn, backbone, items: Sequence[dict],
+                   batch_size: int | None, device: torch.device | None = None,
+                   indices: Sequence[int] | None = None) -> float:
     """Mean score of `generate` on encoded test items (batched greedy generation); `items` may be
-    a list or a lazy `mcl.data.task.EncodedSamples` (a slice of it is encoded when listed)."""
-    if not items:
+    a list or a lazy `mcl.data.task.EncodedSamples` (encoded a batch at a time). `indices`: only
+    those items (all by default). `batch_size` None: sized from free GPU memory.
+    `generate` may instead answer raw samples (`takes_samples`, an inference engine's)."""
+    indices = list(range(len(items))) if indices is None else list(indices)
+    if not indices:
         raise ValueError("nothing to evaluate: the test split is empty")
     device = device or next(backbone.parameters()).device
     rank, world = rank_and_world()
-    items = items[rank::world]  # each process answers its share; the counts are summed once
-    correct = 0
-    for start in range(0, len(items), batch_size):
-        batch = backbone.collate_generate(list(items[start : start + batch_size]))
-        predictions = generate(_to_device(batch, device))
-        references = batch.get("references", batch["answers"])
-        correct += sum(score(p, r, m) for p, r, m in
-                       zip(predictions, references, batch["match"], strict=True))
-    correct, total = all_sum([float(correct), float(len(items))])
+    order = by_length(items, indices[rank::world])  # each process answers its share
+    if order and batch_size is None:
+        batch_size = auto_batch_size(backbone, items, order[-1], device)
+    correct = 0.0
+    for start in range(0, len(order), batch_size or 1):
+        chunk = order[start : start + batch_size]
+        if getattr(generate, "takes_samples", False):
+            samples = [items.samples[i] for i in chunk]
+            predictions = generate(samples)
+            references, match = [s.scored_against for s in samples], [s.match for s in samples]
+        else:
+            batch = backbone.collate_generate(_get(items, chunk))
+            predictions = generate(_to_device(batch, device))
+            references, match = batch.get("references", batch["answers"]), batch["match"]
+        correct += sum(score(p, r, m) for p, r, m in zip(predictions, references, match,
+                                                         strict=True))
+    correct, total = all_sum([float(correct), float(len(order))])
     return correct / total
 
 

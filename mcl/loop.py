@@ -19,11 +19,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mcl import checkpointing, sharding
+from mcl import checkpointing, eval_policy, sharding
 from mcl import results as results_io
 from mcl.data.label_space import is_classification, label_spaces
 from mcl.data.task import EncodedSamples, Stream
 from mcl.distributed import GlobalBatches, barrier, is_main
+from mcl.engines import VLLMAnswers, use_backend
+from mcl.eval_policy import EvalConfig
 from mcl.evaluate import evaluate_items
 from mcl.module import ContinualModule, NonFiniteLossError
 from mcl.strategies.base import ContinualStrategy
@@ -47,7 +49,7 @@ class LoopConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
-    eval_batch_size: int = 128
+    eval_batch_size: int | None = 128  # None: sized from free GPU memory (mcl.evaluate)
     deterministic: bool = True
     log_every_n_steps: int = 10
     progress_bar: bool = True
@@ -70,23 +72,33 @@ def _eval_device(cfg: LoopConfig) -> torch.device:
 
 def evaluate_stream(strategy: ContinualStrategy, test_items: Sequence[EncodedSamples],
                     cfg: LoopConfig, desc: str,
-                    classes: Sequence[list[str]] | None = None) -> np.ndarray:
-    """One row of R: accuracy on every task of the stream, trained or not yet. Classification
-    tasks are scored among `classes[j]` (`mcl.data.label_space`). Tasks that share one test set
-    (CORe50's sessions) are evaluated once."""
+                    classes: Sequence[list[str]] | None = None,
+                    columns: Sequence[bool] | None = None,
+                    subsets: Sequence[list[int] | None] | None = None,
+                    backend: str = "static") -> np.ndarray:
+    """One row of R: accuracy on every task of the stream, trained or not yet (only where
+    `columns` is true, NaN elsewhere; on `subsets[j]`'s samples where given: the evaluation
+    policy's cells). Classification tasks are scored among `classes[j]`
+    (`mcl.data.label_space`). Tasks that share one test set (CORe50's sessions) are evaluated
+    once."""
     backbone = strategy.backbone
     backbone.to(_eval_device(cfg))
     backbone.eval()
-    row = np.empty(len(test_items))
+    answer = VLLMAnswers(backbone) if backend == "vllm" else strategy.generate
+    row = np.full(len(test_items), np.nan)
     done: dict[tuple, float] = {}
     for j, items in enumerate(tqdm(test_items, desc=desc, unit="task", leave=False,
                                    disable=not cfg.progress_bar)):
+        if columns is not None and not columns[j]:
+            continue
         space = None if classes is None else tuple(classes[j])
-        key = (id(items.samples), space)
+        subset = None if subsets is None else subsets[j]
+        key = (id(items.samples), space, None if subset is None else tuple(subset))
         if key not in done:
             if space is not None:
                 items = items.with_extra({"classes": list(space)})
-            done[key] = evaluate_items(strategy.generate, backbone, items, cfg.eval_batch_size)
+            done[key] = evaluate_items(answer, backbone, items, cfg.eval_batch_size,
+                                       indices=subset)
         row[j] = done[key]
     return row
 
@@ -135,7 +147,7 @@ def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str,
 
 def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
                cfg: LoopConfig, seed: int, loggers: Sequence = (), resume: bool = True,
-               meta: dict | None = None) -> dict:
+               meta: dict | None = None, evaluation: EvalConfig | None = None) -> dict:
     """Train `strategy` on `stream` task by task and return the results (also written to
     `run_dir`: results.json, matrix.csv, matrix.png, checkpoints/)."""
     run_dir = Path(run_dir)
@@ -161,10 +173,23 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
 
     # Encoded lazily, a batch at a time: a real benchmark's images never sit decoded in memory.
     test_items = [EncodedSamples(backbone, t.test, with_answer=False) for t in stream.tasks]
-    if np.isnan(R[0]).any():
+    # The evaluation policy's cells (eval_policy), recorded in results.json.
+    evaluation = evaluation or EvalConfig()
+    use_backend(strategy, evaluation.backend)
+    planned = eval_policy.planned_cells(evaluation, len(names))
+    meta = {**(meta or {}), "evaluation": eval_policy.record(evaluation,
+                                                             [len(t) for t in test_items])}
+
+    def evaluate_row(row: int, desc: str) -> np.ndarray:
+        subsets = [eval_policy.sample_indices(evaluation, row, j, len(names), len(t))
+                   for j, t in enumerate(test_items)]
+        return evaluate_stream(strategy, test_items, cfg, desc,
+                               label_spaces(stream.tasks, trained=row), planned[row], subsets,
+                               evaluation.backend)
+
+    if np.isnan(R[0][planned[0]]).any():
         start = time.perf_counter()
-        R[0] = evaluate_stream(strategy, test_items, cfg, "zero-shot evaluation",
-                               label_spaces(stream.tasks, trained=0))
+        R[0] = evaluate_row(0, "zero-shot evaluation")
         timings.append({"task": "zero-shot", "train_s": 0.0,
                         "eval_s": time.perf_counter() - start})
         if is_main():
@@ -174,6 +199,8 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         task = stream.tasks[i]
         L.seed_everything(seed + i, workers=True, verbose=False)
         start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         strategy.before_task(task, i)
         if strategy.trains:
             samples = strategy.train_samples(stream.tasks[: i + 1])
@@ -186,14 +213,18 @@ def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
         strategy.after_task(task, i)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        R[i + 1] = evaluate_stream(strategy, test_items, cfg, f"evaluation after {task.name}",
-                                   label_spaces(stream.tasks, trained=i + 1))
+        R[i + 1] = evaluate_row(i + 1, f"evaluation after {task.name}")
         timings.append({"task": task.name, "train_s": train_s,
                         "eval_s": time.perf_counter() - start})
+        if torch.cuda.is_available():  # training and evaluation of this task, this process
+            timings[-1]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if is_main():  # every rank holds the same state; one writes it
             # Checkpoint first, then declare the task finished: a kill in between re-runs it.
+            start = time.perf_counter()
             results_io.save_checkpoint(run_dir, i, {"strategy": strategy.state_dict(),
                                                     "task": task.name})
+            timings[-1] |= {"checkpoint_s": time.perf_counter() - start, "checkpoint_bytes":
+                            results_io.checkpoint_path(run_dir, i).stat().st_size}
             results_io.save_progress(run_dir, names, R, i + 1, timings, meta)
             checkpointing.step_checkpoint_path(run_dir, i).unlink(missing_ok=True)
             for logger in loggers:

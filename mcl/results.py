@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl.eval_policy import not_measured
 from mcl.io import save_torch, write_json, write_text
 from mcl.metrics.continual import METRIC_DEFINITIONS, compute_metrics
 from mcl.report.heatmap import plot_matrix
@@ -61,12 +62,16 @@ def matrix_from_json(rows: list[list[float | None]]) -> np.ndarray:
 def save_progress(run_dir: Path, names: list[str], R: np.ndarray, completed: int,
                   timings: list[dict], meta: dict | None) -> dict:
     """Write results.json for a run in progress (or finished) and return its content."""
-    # Metrics of the finished prefix of the stream (the first `completed` tasks).
+    # Metrics of the finished prefix of the stream (the first `completed` tasks); those whose
+    # cells the evaluation policy leaves empty are not measured (null), never partial means.
     prefix = compute_metrics(R[: completed + 1, :completed]) if completed else {}
-    metrics = {k: (None if np.isnan(v) else v) for k, v in prefix.items()}
+    samples = (meta or {}).get("evaluation", {}).get("samples")
+    skipped = [] if samples is None or not completed else not_measured(
+        np.array([[n is not None for n in row[:completed]] for row in samples[: completed + 1]]))
+    metrics = {k: (None if np.isnan(v) or k in skipped else v) for k, v in prefix.items()}
     data = {"tasks": names, "completed_tasks": completed, "matrix": _matrix_to_json(R),
-            "metrics": metrics, "metric_definitions": METRIC_DEFINITIONS, "timings": timings,
-            **(meta or {})}
+            "metrics": metrics, "metrics_not_measured": skipped,
+            "metric_definitions": METRIC_DEFINITIONS, "timings": timings, **(meta or {})}
     write_json(Path(run_dir) / "results.json", data)
     return data
 
@@ -119,6 +124,10 @@ def summary_table(data: dict) -> str:
                      "".join(("-" if np.isnan(v) else f"{100 * v:.1f}").rjust(width + 1)
                              for v in row))
     lines.append("")
+    skipped = data.get("metrics_not_measured", ())  # by the evaluation policy
     for key, value in data["metrics"].items():
-        lines.append(f"{key:>16}: " + ("n/a" if value is None else f"{100 * value:.2f}"))
+        shown = "n/m" if key in skipped else "n/a" if value is None else f"{100 * value:.2f}"
+        lines.append(f"{key:>16}: " + shown)
+    if skipped:
+        lines.append(f"n/m: not measured by evaluation.policy={data['evaluation']['policy']}")
     return "\n".join(lines)

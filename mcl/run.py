@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mcl.data.label_space import check_family
 from mcl.data.task import Stream
 from mcl.distributed import init_from_env, is_main
+from mcl.eval_policy import EvalConfig
 from mcl.io import write_json, write_text
 from mcl.loop import LoopConfig, run_stream
 from mcl.results import environment, summary_table
@@ -84,6 +85,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     run_dir = Path(run_dir)
     strategy = build_method(cfg)
     check_pair(strategy, cfg.backbone)
+    evaluation = EvalConfig(**OmegaConf.to_container(cfg.get("evaluation") or {}, resolve=True))
     stream = build(cfg.stream, seed=cfg.seed)
     check_family(get_method(cfg.backbone._target_).__self__.family, cfg.backbone.name,
                  stream.name, stream.tasks)
@@ -106,7 +108,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
         meta["skipped_images"] = skipped
         print(f"skipped samples with a missing or unreadable image: {skipped}")
     results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
-                         resume=cfg.resume, meta=meta)
+                         resume=cfg.resume, meta=meta, evaluation=evaluation)
     if is_main():
         from mcl.loggers import log_final
 
