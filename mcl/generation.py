@@ -22,6 +22,7 @@ import torch
 from transformers import StaticCache
 
 CACHE_BUCKET = 128  # cache lengths are rounded up to this: nearby prompt lengths share a graph
+REUSE_SLACK = 2 * CACHE_BUCKET
 
 
 class GreedyDecoder:
@@ -38,21 +39,25 @@ class GreedyDecoder:
         self.model, self.language_model, self.head = model, language_model, head
         self.eos, self.pad = int(eos_token_id), int(pad_token_id)
         self.cuda_graphs = cuda_graphs
-        self._shape: tuple | None = None  # (batch, cache length, dtype, device) of the buffers
+        self._shape: tuple | None = None  # (batch, dtype, device, weights, cache length)
         self._graph: torch.cuda.CUDAGraph | None = None
         self.graph_failed: str | None = None  # why capture failed, if it did (eager from then)
 
     # ------------------------------------------------------------------ buffers
 
-    def _buffers(self, batch: int, cache_len: int, dtype: torch.dtype, device: torch.device
+    def _buffers(self, batch: int, needed: int, dtype: torch.dtype, device: torch.device
                  ) -> None:
         """(Re)allocate the cache and the step's fixed inputs for this shape; one shape is kept,
-        so memory holds one cache at a time."""
+        so memory holds one cache at a time. A cache up to REUSE_SLACK slots longer than needed
+        is kept (masked slots cost a little bandwidth, a new capture costs more)."""
         # The graph holds the addresses of the weights it was captured with: a replaced module
         # or parameter (a new adapter, a merge) means capturing again.
-        shape = (batch, cache_len, dtype, device, self._weights())
-        if self._shape == shape:
+        shape = (batch, dtype, device, self._weights())
+        if (self._shape is not None and self._shape[:-1] == shape
+                and needed <= self._shape[-1] <= needed + REUSE_SLACK):
             return
+        cache_len = -(-needed // CACHE_BUCKET) * CACHE_BUCKET
+        shape = (*shape, cache_len)
         self._graph = None
         self.cache = self._step_out = None
         if device.type == "cuda":
@@ -157,10 +162,15 @@ class GreedyDecoder:
         sequence's end token; `inputs` are the model's prefill inputs (input_ids and
         pixel_values, or inputs_embeds)."""
         batch, length = attention_mask.shape
+        kept = self._shape[0] if self._shape is not None else batch
+        if batch < kept <= 2 * batch:  # a set's last, smaller batch: pad it to the captured one
+            fill = lambda t: torch.cat([t, t[:1].expand(kept - batch, *t.shape[1:])])  # noqa: E731
+            tokens = self.generate(fill(attention_mask), max_new_tokens, min_new_tokens,
+                                   **{k: fill(v) for k, v in inputs.items()})
+            return tokens[:batch]
         device = attention_mask.device
         dtype = next(self.language_model.parameters()).dtype
-        cache_len = -(-(length + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
-        self._buffers(batch, cache_len, dtype, device)
+        self._buffers(batch, length + max_new_tokens, dtype, device)
         self.cache.reset()
         # As generate: positions count the real tokens; padding sits at position 0.
         position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)

@@ -123,3 +123,15 @@ def test_batch_size_from_memory_counts_the_cache(micro_backbone):
     large = batch_size_for_memory(config, 100, 16, free_bytes=10**8)
     assert 1 <= small < large and large % 8 == 0
     assert batch_size_for_memory(config, 100, 16, free_bytes=10**3) == 1
+
+
+def test_a_smaller_last_batch_reuses_the_cache_and_gives_its_own_answers(micro_backbone):
+    backbone = micro_backbone.eval()
+    backbone.max_new_tokens = 6
+    batch = mixed_batch(backbone)
+    new_tokens(backbone, "static", batch)
+    cache = backbone._decoder.cache
+    last = {k: v[-7:] for k, v in batch.items()}  # 7 of 12: padded to the 12 captured
+    fast = new_tokens(backbone, "static", last)
+    assert backbone._decoder.cache is cache and fast.shape[0] == 7
+    same_answers(fast, new_tokens(backbone, "hf", last), backbone.tokenizer.pad_token_id)
