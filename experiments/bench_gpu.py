@@ -327,9 +327,9 @@ def decode_table(backbone, batch: dict, new_tokens: list[int], rounds: int,
                                 + 2 * text.num_hidden_layers * prompt ** 2 * text.hidden_size)
     from mcl.generation import kv_bytes_per_token
 
-    lines = ["| answers of N tokens, batch {} x {} prompt tokens | N | answers/s, today | "
-             "answers/s, static + graphs | ratio (per round) | identical answers |".format(
-                 size, prompt), "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| answers of N tokens, batch {size} x {prompt} prompt tokens | N | answers/s, "
+             "today | answers/s, static + graphs | ratio (per round) | identical answers |",
+             "|---|---:|---:|---:|---:|---:|"]
     for n in new_tokens:
         per_round = [h / s for h, s in zip(seconds["hf", n], seconds["static", n], strict=True)]
         lines.append(f"| {'' if n != new_tokens[0] else 'random weights'} | {n} | "

@@ -61,11 +61,13 @@ def write_model(out: Path, tiny: bool) -> Path:
 def table(results: dict, run_dir: Path, wall_s: float) -> str:
     rows = ["| after | train s | eval s | checkpoint s | peak GPU GiB | checkpoint MiB |",
             "|---|---:|---:|---:|---:|---:|"]
+    def fmt(t: dict, key: str, scale: float = 1.0) -> str:
+        return "" if key not in t else f"{t[key] / scale:.1f}"
+
     for t in results["timings"]:
-        fmt = lambda key, scale=1.0: "" if key not in t else f"{t[key] / scale:.1f}"  # noqa: E731
         rows.append(f"| {t['task']} | {t['train_s']:.1f} | {t['eval_s']:.1f} | "
-                    f"{fmt('checkpoint_s')} | {fmt('peak_gpu_gib')} | "
-                    f"{fmt('checkpoint_bytes', 2**20)} |")
+                    f"{fmt(t, 'checkpoint_s')} | {fmt(t, 'peak_gpu_gib')} | "
+                    f"{fmt(t, 'checkpoint_bytes', 2**20)} |")
     total = {k: sum(t.get(k, 0.0) for t in results["timings"])
              for k in ("train_s", "eval_s", "checkpoint_s")}
     on_disk = sum(p.stat().st_size for p in (run_dir / "checkpoints").glob("*"))
@@ -83,6 +85,12 @@ def table(results: dict, run_dir: Path, wall_s: float) -> str:
         f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}.", "", *rows])
 
 
+def first_tasks(tasks: list[dict]) -> str:
+    """A Hydra override that keeps these of CoIN's task entries."""
+    entries = ",".join("{" + ",".join(f"{k}:'{v}'" for k, v in t.items()) + "}" for t in tasks)
+    return f"stream.tasks=[{entries}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -91,9 +99,10 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=50, help="test samples per task")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=64)  # llava_1_5_7b.yaml's
+    parser.add_argument("--tasks", type=int, default=8, help="the first N of CoIN's 8 tasks")
     parser.add_argument("overrides", nargs="*", help="more mcl.run overrides")
     args = parser.parse_args()
-    from benchmark_fixtures import write_coin
+    from benchmark_fixtures import stream_tasks, write_coin
 
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = write_model(args.out, args.tiny)
@@ -106,6 +115,7 @@ def main() -> None:
                "logger=none", "trainer.progress_bar=false", f"hydra.run.dir={run_dir}",
                *(["trainer=cpu", "backbone.dtype=float32", "method.batch_size=4",
                   "trainer.eval_batch_size=8"] if args.tiny else ["trainer=gpu"]),
+               *([first_tasks(stream_tasks("coin")[: args.tasks])] if args.tasks < 8 else []),
                *args.overrides]
     print(" ".join(command), flush=True)
     start = time.perf_counter()
