@@ -21,8 +21,11 @@ import warnings
 import torch
 from transformers import StaticCache
 
-CACHE_BUCKET = 128  # cache lengths are rounded up to this: nearby prompt lengths share a graph
-REUSE_SLACK = 2 * CACHE_BUCKET
+# Cache lengths are rounded up to this, and a cache up to this much longer than needed is kept:
+# nearby prompt lengths share one graph. Small, since every step reads every slot (masked too);
+# capturing again costs a few warm-up steps.
+CACHE_BUCKET = 64
+REUSE_SLACK = CACHE_BUCKET
 
 
 class GreedyDecoder:
@@ -48,8 +51,7 @@ class GreedyDecoder:
     def _buffers(self, batch: int, needed: int, dtype: torch.dtype, device: torch.device
                  ) -> None:
         """(Re)allocate the cache and the step's fixed inputs for this shape; one shape is kept,
-        so memory holds one cache at a time. A cache up to REUSE_SLACK slots longer than needed
-        is kept (masked slots cost a little bandwidth, a new capture costs more)."""
+        so memory holds one cache at a time (one up to REUSE_SLACK slots longer is kept)."""
         # The graph holds the addresses of the weights it was captured with: a replaced module
         # or parameter (a new adapter, a merge) means capturing again.
         shape = (batch, dtype, device, self._weights())
