@@ -135,3 +135,18 @@ def test_a_smaller_last_batch_reuses_the_cache_and_gives_its_own_answers(micro_b
     fast = new_tokens(backbone, "static", last)
     assert backbone._decoder.cache is cache and fast.shape[0] == 7
     same_answers(fast, new_tokens(backbone, "hf", last), backbone.tokenizer.pad_token_id)
+
+
+def test_decode_step_traces_as_one_graph(micro_backbone):
+    """The step CUDA graphs capture must not read a tensor on the host (no `.item()`, no
+    branch on a value): TorchDynamo's fullgraph tracing fails on exactly those. The CPU proxy
+    for the capture that only a GPU can run."""
+    backbone = micro_backbone.eval()
+    batch = mixed_batch(backbone, 1)
+    new_tokens(backbone, "static", batch)
+    decoder = backbone._decoder
+    state = decoder._state()
+    expected = decoder._step().clone()  # one more step eagerly, then the same step traced
+    decoder._restore(state)
+    traced = torch.compile(decoder._step, fullgraph=True, backend="eager")
+    torch.testing.assert_close(traced(), expected)
