@@ -109,7 +109,7 @@ def main() -> None:
     write_coin(args.out / "data", n_train=args.train, n_test=args.test)
     run_dir = args.out / "run"
     command = [sys.executable, "-m", "mcl.run", "backbone=llava_1_5_7b",
-               f"backbone.pretrained={model_dir}", "backbone.pad_to_square=false",
+               f"backbone.pretrained={model_dir}",
                f"backbone.max_new_tokens={args.max_new_tokens}", "stream=coin",
                f"data_root={args.out / 'data'}", "method=lora", f"method.epochs={args.epochs}",
                "logger=none", "trainer.progress_bar=false", f"hydra.run.dir={run_dir}",
