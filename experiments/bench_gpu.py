@@ -2,6 +2,8 @@
 
     python experiments/bench_gpu.py --preset 1b [--rounds 3] [--steps 15] [--out table.md]
     python experiments/bench_gpu.py --preset 7b          # the real LLaVA-1.5-7B shapes
+    python experiments/bench_gpu.py --preset 7b --decode-only   # the decode table alone
+    python experiments/bench_gpu.py --tiny               # a toy size on the CPU (a smoke run)
 
 One script for one device call. Builds LLaVA-1.5-architecture models with random bf16 weights
 (CLIP ViT-L/14-336 tower, 576 image tokens, 2-layer MLP projector, Llama LM: `7b` is
@@ -13,7 +15,16 @@ Vicuna-7B's shape, `1b` the same architecture at 1.26 B parameters), then measur
 - CoDyRA against its equal-work reference: plain peft LoRA of its rank on the same layers
   (vision tower, projector and LM), since it trains adapters in the vision tower too;
 - generation: answers/s of mcl's batched greedy generation against HF `generate` one sample at
-  a time, and of CoDyRA after its merge against the base model.
+  a time, and of CoDyRA after its merge against the base model;
+- decoding (`decode_table`): mcl.generation's static cache + CUDA-graph step against today's
+  path (transformers' `generate`, dynamic cache) at batch 32, prompts of 641 tokens, 16 and 128
+  new tokens (the end token blocked, so every answer is that long), in interleaved rounds; the
+  prefill and the per-step time (from runs of 1 and N new tokens) beside their bounds: the
+  prefill's matmul FLOPs at the measured bf16 rate, a step's bytes (weights + the KV cache it
+  reads) at the measured copy bandwidth; and how many answers of the two paths are identical.
+  The static path's cache length follows N (mcl.generation.CACHE_BUCKET), so each of its timed
+  runs follows an untimed one at the same N: its cache and graph are ready, as in a long
+  evaluation where one shape serves many batches (the first call's time is listed apart).
 GPU clocks drift by several per cent over minutes, so every comparison is interleaved: the
 reference and the method run alternate blocks of `--steps` steps (after warm-up), `--rounds`
 times, in one process; the ratio is the median of the per-round ratios of median step times,
@@ -35,6 +46,12 @@ PRESETS = {  # Llama LM shapes; the vision tower and projector are LLaVA-1.5's i
     "1b": {"hidden": 2048, "layers": 16, "inter": 5632, "heads": 16},
     "7b": {"hidden": 4096, "layers": 32, "inter": 11008, "heads": 32},  # Vicuna-7B v1.5
 }
+LLAVA_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                "num_attention_heads": 16, "image_size": 336, "patch_size": 14}
+# --tiny: the same code at a toy size, on the CPU in fp32 (2 image tokens).
+TINY = {"hidden": 64, "layers": 2, "inter": 128, "heads": 4,
+        "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "image_size": 28, "patch_size": 14}}
 
 
 def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
@@ -51,7 +68,7 @@ def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
 
 
-def build_model(shape: dict):
+def build_model(shape: dict, device: str = "cuda", dtype: torch.dtype = torch.bfloat16):
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -59,21 +76,20 @@ def build_model(shape: dict):
         LlavaForConditionalGeneration,
     )
 
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                              num_attention_heads=16, image_size=336, patch_size=14,
-                              projection_dim=768)
-    text = LlamaConfig(vocab_size=32064, hidden_size=shape["hidden"],
+    vision = CLIPVisionConfig(**shape.get("vision", LLAVA_VISION), projection_dim=768)
+    patches = (vision.image_size // vision.patch_size) ** 2
+    text = LlamaConfig(vocab_size=shape.get("vocab", 32064), hidden_size=shape["hidden"],
                        intermediate_size=shape["inter"], num_hidden_layers=shape["layers"],
                        num_attention_heads=shape["heads"], num_key_value_heads=shape["heads"],
                        max_position_embeddings=4096, pad_token_id=0, bos_token_id=1,
                        eos_token_id=2)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=32000,
                          vision_feature_layer=-2, vision_feature_select_strategy="default",
-                         image_seq_length=576)
+                         image_seq_length=patches)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
         model = LlavaForConditionalGeneration(config)
         torch.set_default_dtype(torch.float32)
     return model
@@ -90,18 +106,20 @@ class Processor:
             return [" ".join(map(str, row.tolist())) for row in ids]
 
 
-def make_batch(batch: int, text: int, answer: int, generator: torch.Generator) -> dict:
+def make_batch(batch: int, text: int, answer: int, generator: torch.Generator,
+               patches: int = 576, image_size: int = 336, vocab: int = 32000,
+               pin: bool = True) -> dict:
     """Pinned host tensors: each step copies its batch to the GPU, as a real loader does."""
-    prompt = torch.randint(3, 32000, (batch, 1 + 576 + text), generator=generator)
-    prompt[:, 1 : 1 + 576] = 32000  # image tokens after BOS, as LLaVA-1.5's template
+    prompt = torch.randint(3, vocab, (batch, 1 + patches + text), generator=generator)
+    prompt[:, 1 : 1 + patches] = 32000  # image tokens after BOS, as LLaVA-1.5's template
     prompt[:, 0] = 1
-    answers = torch.randint(3, 32000, (batch, answer), generator=generator)
+    answers = torch.randint(3, vocab, (batch, answer), generator=generator)
     ids = torch.cat([prompt, answers], 1)
     labels = torch.full_like(ids, -100)
     labels[:, -answer:] = answers
     out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-           "pixel_values": torch.randn(batch, 3, 336, 336, generator=generator)}
-    return {k: v.pin_memory() for k, v in out.items()}
+           "pixel_values": torch.randn(batch, 3, image_size, image_size, generator=generator)}
+    return {k: v.pin_memory() for k, v in out.items()} if pin else out
 
 
 def time_steps(step, steps: int, warmup: int) -> list[float]:
@@ -248,6 +266,156 @@ def prefill(backbone, batch: dict) -> None:
                       for k in ("input_ids", "attention_mask", "pixel_values")})
 
 
+def copy_bandwidth(gib: float = 4.0, reps: int = 10) -> float:
+    """Bytes read + written per second by a device-to-device copy (the HBM reference)."""
+    a = torch.empty(int(gib * 2**30), dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        b.copy_(a)
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * a.numel() * reps / (start.elapsed_time(end) / 1e3)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed_decode(backbone, decoding: str, batch: dict, new_tokens: int
+                 ) -> tuple[float, torch.Tensor]:
+    """Seconds for one batch of `new_tokens` answers (the end token blocked) and their ids."""
+    backbone.decoding, backbone.max_new_tokens = decoding, new_tokens
+    sync()
+    start = time.perf_counter()
+    with torch.no_grad():
+        ids = backbone._new_tokens(batch["attention_mask"], min_new_tokens=new_tokens,
+                                   input_ids=batch["input_ids"],
+                                   pixel_values=batch["pixel_values"].to(backbone.model.dtype))
+    sync()
+    return time.perf_counter() - start, ids
+
+
+def decode_table(backbone, batch: dict, new_tokens: list[int], rounds: int,
+                 matmul_rate: float | None, bandwidth: float | None) -> list[str]:
+    """Static cache + CUDA graphs (mcl.generation) against transformers' generate, interleaved:
+    answers/s per round, the ratio, identical answers, prefill and per-step times and bounds."""
+    model = backbone.model
+    first_call = {}
+    for path in ("static", "hf"):  # warm-up: kernel selection, the static path's capture
+        first_call[path] = timed_decode(backbone, path, batch, max(new_tokens))[0]
+    seconds = {(p, n): [] for p in ("static", "hf") for n in [1, *new_tokens]}
+    identical = {}
+    for r in range(rounds):
+        for n in [1, *new_tokens]:
+            ids = {}
+            for path in (("static", "hf") if r % 2 == 0 else ("hf", "static")):
+                if path == "static":  # untimed: this N's cache and graph, as in a long eval
+                    timed_decode(backbone, path, batch, n)
+                t, ids[path] = timed_decode(backbone, path, batch, n)
+                seconds[path, n].append(t)
+            identical[n] = int((ids["static"] == ids["hf"]).all(1).sum())
+    size = batch["input_ids"].shape[0]
+    prompt = batch["input_ids"].shape[1]
+    text = model.config.get_text_config(decoder=True)
+    vision_params = sum(p.numel() for p in model.model.vision_tower.parameters())
+    lm_params = sum(p.numel() for n, p in model.named_parameters()
+                    if "vision_tower" not in n and "embed_tokens" not in n)
+    patches = model.config.image_seq_length
+    # Prefill work: every weight once per token (vision tower per patch), and attention's two
+    # products over the prompt (SDPA computes the full square when given a mask).
+    prefill_flops = 2 * size * (lm_params * prompt + vision_params * (patches + 1)
+                                + 2 * text.num_hidden_layers * prompt ** 2 * text.hidden_size)
+    from mcl.generation import kv_bytes_per_token
+
+    lines = [f"| answers of N tokens, batch {size} x {prompt} prompt tokens | N | answers/s, "
+             "today | answers/s, static + graphs | ratio (per round) | identical answers |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for n in new_tokens:
+        per_round = [h / s for h, s in zip(seconds["hf", n], seconds["static", n], strict=True)]
+        lines.append(f"| {'' if n != new_tokens[0] else 'random weights'} | {n} | "
+                     f"{size / statistics.median(seconds['hf', n]):.2f} | "
+                     f"{size / statistics.median(seconds['static', n]):.2f} | "
+                     f"{statistics.median(per_round):.2f} "
+                     f"({', '.join(f'{x:.2f}' for x in per_round)}) | "
+                     f"{identical[n]} / {size} |")
+    lines += ["", "| phase | today ms | static + graphs ms | bound ms | bound from |",
+              "|---|---:|---:|---:|---|"]
+    prefill = {p: 1e3 * statistics.median(seconds[p, 1]) for p in ("hf", "static")}
+    bound = "" if matmul_rate is None else f"{1e3 * prefill_flops / matmul_rate:.1f}"
+    lines.append(f"| prefill (1 new token) | {prefill['hf']:.1f} | {prefill['static']:.1f} | "
+                 f"{bound} | {prefill_flops / 1e12:.1f} TFLOP at the measured matmul rate |")
+    n = max(new_tokens)
+    timed_decode(backbone, "static", batch, n)
+    cache_len = backbone._decoder._shape[-1]  # the static cache's slots at N = n
+    weight_bytes = sum(p.numel() * p.element_size() for name, p in model.named_parameters()
+                       if "vision_tower" not in name and "projector" not in name)
+    weight_bytes -= model.lm_head.weight.numel() * model.lm_head.weight.element_size() * (
+        model.lm_head.weight is model.get_input_embeddings().weight)
+    embed = model.get_input_embeddings().weight
+    weight_bytes -= embed.numel() * embed.element_size()  # a step reads one row of it
+    weight_bytes += model.lm_head.weight.numel() * model.lm_head.weight.element_size() * (
+        model.lm_head.weight is embed)
+    step_bytes = {"hf": weight_bytes + size * (prompt + n / 2) * kv_bytes_per_token(model.config),
+                  "static": weight_bytes + size * cache_len * kv_bytes_per_token(model.config)}
+    for_step = {p: 1e3 * (statistics.median(seconds[p, n]) - statistics.median(seconds[p, 1]))
+                / (n - 1) for p in ("hf", "static")}
+    bound = "" if bandwidth is None else f"{1e3 * step_bytes['hf'] / bandwidth:.2f}"
+    lines.append(f"| one decode step (from N={n} and N=1) | {for_step['hf']:.2f} | "
+                 f"{for_step['static']:.2f} | {bound} | {step_bytes['hf'] / 1e9:.1f} GB "
+                 f"(weights + the mean KV cache read; the static cache reads "
+                 f"{step_bytes['static'] / 1e9:.1f} GB, {cache_len} slots) at the measured "
+                 "copy bandwidth |")
+    lines += ["", f"First call at N={max(new_tokens)} (kernel selection; the static path also "
+              f"captures its CUDA graph): today {first_call['hf']:.1f} s, static "
+              f"{first_call['static']:.1f} s. CUDA graph: "
+              + ("captured" if backbone._decoder.graph_failed is None and sync_is_cuda()
+                 else f"not used ({backbone._decoder.graph_failed or 'no CUDA'})") + "."]
+    return lines
+
+
+def sync_is_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def decode_only(args) -> None:
+    """The decode table alone (`--decode-only`, `--tiny`)."""
+    from mcl.backbones.llava import LlavaBackbone
+
+    shape = TINY if args.tiny else PRESETS[args.preset]
+    device = "cpu" if args.tiny else "cuda"
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    vision = shape.get("vision", LLAVA_VISION)
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    g = torch.Generator().manual_seed(0)
+    batch = make_batch(args.gen_batch, args.text, 1, g, patches, vision["image_size"],
+                       pin=not args.tiny)
+    batch = {k: (v[:, :-1] if k != "pixel_values" else v).to(device)
+             for k, v in batch.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+    backbone = LlavaBackbone(build_model(shape, device, dtype).eval(), Processor(), name="bench")
+    rate = bandwidth = None
+    machine = f"CPU ({torch.get_num_threads()} threads)"
+    if device == "cuda":
+        machine = torch.cuda.get_device_name()
+        rate, bandwidth = matmul_tflops() * 1e12, copy_bandwidth()
+    n_params = sum(p.numel() for p in backbone.model.parameters())
+    lines = [f"device: {machine}; "
+             + ("" if rate is None else f"bf16 matmul rate measured here: {rate / 1e12:.0f} "
+                f"TFLOP/s, device copy {bandwidth / 1e12:.2f} TB/s (read + written); ")
+             + f"model: LLaVA-1.5 architecture ({'tiny' if args.tiny else args.preset}), "
+             f"{n_params / 1e9:.3f} B parameters, random {str(dtype).split('.')[-1]} weights, "
+             f"SDPA; {args.rounds} interleaved rounds; `today` = transformers' generate "
+             "(dynamic cache), mcl's path before this change.", "",
+             *decode_table(backbone, batch, args.new_tokens, args.rounds, rate, bandwidth)]
+    text = "\n".join(lines)
+    args.out.write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="1b")
@@ -264,7 +432,15 @@ def main() -> None:
                         help="mcl methods; `name:part/part` limits adapters to those parts, "
                              "`name+checkpointing` turns gradient checkpointing on")
     parser.add_argument("--out", type=Path, default=Path("bench_gpu.md"))
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[16, 128])
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only the static-cache decode table (no training benchmarks)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the decode table at a toy size on the CPU (implies --decode-only)")
     args = parser.parse_args()
+    if args.tiny or args.decode_only:
+        decode_only(args)
+        return
     from mcl.backbones.llava import LlavaBackbone
     from mcl.strategies import build_strategy
 

@@ -22,11 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mcl import checkpointing, sharding
+from mcl import checkpointing, eval_policy, sharding
 from mcl import results as results_io
 from mcl.data.label_space import is_classification, label_spaces, training_label_space
 from mcl.data.task import EncodedSamples, Stream
 from mcl.distributed import GlobalBatches, barrier, is_main
+from mcl.engines import VLLMAnswers, use_backend
+from mcl.eval_policy import EvalConfig
 from mcl.evaluate import cell_score, evaluate_records
 from mcl.module import ContinualModule, NonFiniteLossError
 from mcl.strategies.base import ContinualStrategy
@@ -50,7 +52,7 @@ class LoopConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
-    eval_batch_size: int = 128
+    eval_batch_size: int | None = 128  # None: sized from free GPU memory (mcl.evaluate)
     deterministic: bool = True
     log_every_n_steps: int = 10
     progress_bar: bool = True
@@ -75,26 +77,35 @@ def _eval_device(cfg: LoopConfig) -> torch.device:
 
 
 def evaluate_stream(generate, strategy: ContinualStrategy, test_items: Sequence[EncodedSamples],
-                    cfg: LoopConfig, desc: str, classes: Sequence[list[str]] | None = None
-                    ) -> tuple[np.ndarray, list[list[dict]]]:
-    """One row of R: accuracy of `generate` on every task of the stream, trained or not yet,
-    and every task's per-sample records (mcl.evaluate). Classification tasks are scored among
-    `classes[j]` (`mcl.data.label_space`). Tasks that share one test set (CORe50's sessions)
-    are evaluated once."""
+                    cfg: LoopConfig, desc: str, classes: Sequence[list[str]] | None = None,
+                    columns: Sequence[bool] | None = None,
+                    subsets: Sequence[list[int] | None] | None = None,
+                    ) -> tuple[np.ndarray, list[list[dict] | None]]:
+    """One row of R: accuracy of `generate` on every task of the stream, trained or not yet
+    (only where `columns` is true, NaN elsewhere; on `subsets[j]`'s samples where given: the
+    evaluation policy's cells), and every evaluated task's per-sample records (mcl.evaluate;
+    None where not evaluated). Classification tasks are scored among `classes[j]`
+    (`mcl.data.label_space`). Tasks that share one test set (CORe50's sessions) are evaluated
+    once."""
     backbone = strategy.backbone
     strategy.to(_eval_device(cfg))  # the backbone and the modules the strategy owns
     strategy.eval()
-    row = np.empty(len(test_items))
-    records: list[list[dict]] = []
+    row = np.full(len(test_items), np.nan)
+    records: list[list[dict] | None] = []
     done: dict[tuple, list[dict]] = {}
     for j, items in enumerate(tqdm(test_items, desc=desc, unit="task", leave=False,
                                    disable=not cfg.progress_bar)):
+        if columns is not None and not columns[j]:
+            records.append(None)
+            continue
         space = None if classes is None else tuple(classes[j])
-        key = (id(items.samples), space)
+        subset = None if subsets is None else subsets[j]
+        key = (id(items.samples), space, None if subset is None else tuple(subset))
         if key not in done:
             if space is not None:
                 items = items.with_extra({"classes": list(space)})
-            done[key] = evaluate_records(generate, backbone, items, cfg.eval_batch_size)
+            done[key] = evaluate_records(generate, backbone, items, cfg.eval_batch_size,
+                                         indices=subset)
         records.append(done[key])
         row[j] = cell_score(done[key])
     return row, records
@@ -153,18 +164,19 @@ def fit_task(strategy: ContinualStrategy, items: Sequence[dict], task_name: str,
 
 def run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: str | Path,
                cfg: LoopConfig, seed: int, loggers: Sequence = (), resume: bool = True,
-               meta: dict | None = None, predictions: str = "all") -> dict:
+               meta: dict | None = None, predictions: str = "all",
+               evaluation: EvalConfig | None = None) -> dict:
     """Train `strategy` on `stream` task by task and return the results (also written to
     `run_dir`: results.json, timings.json, matrix.csv, matrix.png, predictions/, checkpoints/).
     `predictions`: which rows' per-sample answers to keep (all, last, none)."""
     with checkpointing.StopOnSignal() as stop:
         return _run_stream(strategy, stream, Path(run_dir), cfg, seed, loggers, resume, meta,
-                           predictions, stop)
+                           predictions, evaluation or EvalConfig(), stop)
 
 
 def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg: LoopConfig,
                 seed: int, loggers: Sequence, resume: bool, meta: dict | None, predictions: str,
-                stop: checkpointing.StopOnSignal) -> dict:
+                evaluation: EvalConfig, stop: checkpointing.StopOnSignal) -> dict:
     if predictions not in ("all", "last", "none"):
         raise ValueError(f"predictions must be all, last or none, got {predictions!r}")
     names = stream.task_names
@@ -185,25 +197,37 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         checkpointing.remove_stale(run_dir, keep_task=done if resume else None)
     barrier()
 
-    def keep(row: int, records: list[list[dict]]) -> None:
+    def keep(row: int, records: list[list[dict] | None]) -> None:
         if predictions == "all" or (predictions == "last" and row == len(names)):
             for j, cell in enumerate(records):
-                results_io.save_predictions(run_dir, row, j, cell)
+                if cell is not None:  # not evaluated under the evaluation policy
+                    results_io.save_predictions(run_dir, row, j, cell)
 
     # Encoded lazily, a batch at a time: a real benchmark's images never sit decoded in memory.
     test_items = [EncodedSamples(backbone, t.test, with_answer=False) for t in stream.tasks]
-    if np.isnan(R[0]).any():
+    # The evaluation policy's cells (eval_policy), recorded in results.json.
+    use_backend(strategy, evaluation.backend)
+    planned = eval_policy.planned_cells(evaluation, len(names))
+    meta = {**(meta or {}), "evaluation": eval_policy.record(evaluation,
+                                                             [len(t) for t in test_items])}
+
+    def evaluate_row(row: int, desc: str, generate) -> tuple[np.ndarray, list]:
+        subsets = [eval_policy.sample_indices(evaluation, row, j, len(names), len(t))
+                   for j, t in enumerate(test_items)]
+        answer = VLLMAnswers(backbone) if evaluation.backend == "vllm" else generate
+        return evaluate_stream(answer, strategy, test_items, cfg, desc,
+                               label_spaces(stream.tasks, trained=row), planned[row], subsets)
+
+    if np.isnan(R[0][planned[0]]).any():
         start = time.perf_counter()
         # Row 0 is the pre-trained backbone's own answers, whatever the method has added: the
         # one zero-shot baseline of every method (ZSCL's tables list one "Zero-shot" row); FWT
         # and Transfer compare against it. A method's untrained additions (prompts, a router)
         # may answer otherwise: that row is kept apart, as `initial`.
-        spaces = label_spaces(stream.tasks, trained=0)
-        R[0], records = evaluate_stream(backbone.generate, strategy, test_items, cfg,
-                                        "zero-shot evaluation", spaces)
+        R[0], records = evaluate_row(0, "zero-shot evaluation", backbone.generate)
         if _own_generate(strategy):
-            initial, _ = evaluate_stream(strategy.generate, strategy, test_items, cfg,
-                                         "evaluation of the untrained method", spaces)
+            initial, _ = evaluate_row(0, "evaluation of the untrained method",
+                                      strategy.generate)
         timings.append({"task": "zero-shot", "train_s": 0.0,
                         "eval_s": time.perf_counter() - start})
         if is_main():
@@ -217,6 +241,8 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         task = stream.tasks[i]
         L.seed_everything(seed + i, workers=True, verbose=False)
         start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         strategy.before_task(task, i)
         if strategy.trains:
             samples = strategy.train_samples(stream.tasks[: i + 1])
@@ -229,16 +255,20 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
         strategy.after_task(task, i)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        R[i + 1], records = evaluate_stream(strategy.generate, strategy, test_items, cfg,
-                                            f"evaluation after {task.name}",
-                                            label_spaces(stream.tasks, trained=i + 1))
+        R[i + 1], records = evaluate_row(i + 1, f"evaluation after {task.name}",
+                                         strategy.generate)
         timings.append({"task": task.name, "train_s": train_s,
                         "eval_s": time.perf_counter() - start})
+        if torch.cuda.is_available():  # training and evaluation of this task, this process
+            timings[-1]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if is_main():  # every rank holds the same state; one writes it
             # Checkpoint first, then declare the task finished: a kill in between re-runs it.
+            start = time.perf_counter()
             results_io.save_checkpoint(run_dir, i, {"strategy": strategy.checkpoint_state(),
                                                     "task": task.name},
                                        keep=cfg.keep_task_checkpoints)
+            timings[-1] |= {"checkpoint_s": time.perf_counter() - start, "checkpoint_bytes":
+                            results_io.checkpoint_path(run_dir, i).stat().st_size}
             keep(i + 1, records)
             results_io.save_progress(run_dir, names, R, i + 1, timings, meta, initial)
             checkpointing.step_checkpoint_path(run_dir, i).unlink(missing_ok=True)

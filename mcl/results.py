@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl.eval_policy import not_measured
 from mcl.heatmap import plot_matrix
 from mcl.io import atomic_write, save_torch, write_json, write_text
 from mcl.metrics.continual import METRIC_DEFINITIONS, compute_metrics
@@ -163,11 +164,16 @@ def save_progress(run_dir: Path, names: list[str], R: np.ndarray, completed: int
     """Write results.json (and timings.json) for a run in progress (or finished) and return
     results.json's content. `initial`: the method's own untrained state's accuracies where they
     differ from row 0's (the backbone's zero-shot)."""
-    # Metrics of the finished prefix of the stream (the first `completed` tasks).
+    # Metrics of the finished prefix of the stream (the first `completed` tasks); those whose
+    # cells the evaluation policy leaves empty are not measured (null), never partial means.
     prefix = compute_metrics(R[: completed + 1, :completed]) if completed else {}
-    metrics = {k: (None if np.isnan(v) else v) for k, v in prefix.items()}
+    samples = (meta or {}).get("evaluation", {}).get("samples")
+    skipped = [] if samples is None or not completed else not_measured(
+        np.array([[n is not None for n in row[:completed]] for row in samples[: completed + 1]]))
+    metrics = {k: (None if np.isnan(v) or k in skipped else v) for k, v in prefix.items()}
     data = {"tasks": names, "completed_tasks": completed, "matrix": _matrix_to_json(R),
-            "metrics": metrics, "metric_definitions": METRIC_DEFINITIONS, **(meta or {})}
+            "metrics": metrics, "metrics_not_measured": skipped,
+            "metric_definitions": METRIC_DEFINITIONS, **(meta or {})}
     if initial is not None:
         data["initial"] = _matrix_to_json(initial[None])[0]
     write_json(Path(run_dir) / "timings.json", timings)
@@ -228,6 +234,11 @@ def summary_table(data: dict) -> str:
                      "".join(("-" if np.isnan(v) else f"{100 * v:.1f}").rjust(width + 1)
                              for v in row))
     lines.append("")
+    skipped = data.get("metrics_not_measured", ())  # by the evaluation policy
     for key, value in data["metrics"].items():
-        lines.append(f"{key:>16}: " + ("n/a" if value is None else f"{100 * value:.2f}%"))
+        shown = ("n/m" if key in skipped else "n/a" if value is None
+                 else f"{100 * value:.2f}%")
+        lines.append(f"{key:>16}: " + shown)
+    if skipped:
+        lines.append(f"n/m: not measured by evaluation.policy={data['evaluation']['policy']}")
     return "\n".join(lines)

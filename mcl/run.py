@@ -100,6 +100,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     from mcl.compatibility import backbone_spec, check_run
     from mcl.data.vocabulary import check_vocabulary
     from mcl.distributed import init_from_env, is_main
+    from mcl.eval_policy import EvalConfig
     from mcl.io import write_text
     from mcl.loop import LoopConfig, run_stream
     from mcl.results import check_fingerprint, environment, fingerprint, summary_table
@@ -112,6 +113,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if cfg.resume:  # before anything is written there (config.yaml, logs)
         check_fingerprint(run_dir, settings)
     strategy = build_method(cfg)
+    evaluation = EvalConfig(**OmegaConf.to_container(cfg.get("evaluation") or {}, resolve=True))
     stream = build(cfg.stream, seed=cfg.seed)
     loop_cfg = LoopConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     check_run(strategy, backbone_spec(cfg.backbone), stream, loop_cfg.strategy)
@@ -143,7 +145,8 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
         meta["fallback_scorers"] = fallbacks
         print(f"tasks scored by a fallback, not their benchmark's own scorer: {fallbacks}")
     results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
-                         resume=cfg.resume, meta=meta, predictions=cfg.predictions)
+                         resume=cfg.resume, meta=meta, predictions=cfg.predictions,
+                         evaluation=evaluation)
     if is_main():
         from mcl.loggers import log_final
 

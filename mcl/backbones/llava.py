@@ -18,6 +18,7 @@ from mcl.backbones.base import IGNORE_INDEX, Backbone, Capability
 from mcl.backbones.weights import load_weights
 from mcl.data.images import load_image
 from mcl.data.task import Sample
+from mcl.generation import GreedyDecoder
 
 __all__ = ["IGNORE_INDEX", "LlavaBackbone"]
 
@@ -42,6 +43,10 @@ class LlavaBackbone(Backbone):
         self.name = name
         self.max_new_tokens = max_new_tokens
         self.pad_to_square = pad_to_square
+        # "static": mcl.generation's static cache + CUDA graphs; "hf": transformers' generate
+        # (its dynamic cache), today's reference path. Chosen by `evaluation.backend`.
+        self.decoding = "static"
+        self._decoder: GreedyDecoder | None = None
 
     # ------------------------------------------------------------------ capabilities
 
@@ -97,13 +102,8 @@ class LlavaBackbone(Backbone):
     def generate_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                         **kwargs) -> list[str]:
         """Greedy answers from left-padded input embeddings (see `embed`)."""
-        out = self.model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-            max_new_tokens=self.max_new_tokens, do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-            **kwargs)
-        # With only embeddings given, generate returns the new tokens alone.
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return self._decode(self._new_tokens(attention_mask, inputs_embeds=inputs_embeds,
+                                             **kwargs))
 
     def image_mask(self, batch: dict) -> torch.Tensor:
         """True at the image-feature positions of the input sequence."""
@@ -209,17 +209,30 @@ class LlavaBackbone(Backbone):
     @torch.no_grad()
     def generate(self, batch: dict, **kwargs) -> list[str]:
         """Greedy answers for a left-padded batch, decoded without special tokens."""
-        out = self.model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"].to(self.model.dtype),
-            max_new_tokens=self.max_new_tokens, do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-            **kwargs,
-        )
-        new_tokens = out[:, batch["input_ids"].shape[1] :]
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        return self._decode(self._new_tokens(
+            batch["attention_mask"], input_ids=batch["input_ids"],
+            pixel_values=batch["pixel_values"].to(self.model.dtype), **kwargs))
 
+    def _new_tokens(self, attention_mask: torch.Tensor, min_new_tokens: int = 0,
+                    **inputs) -> torch.Tensor:
+        """The generated token ids alone, by the decoding path `self.decoding` names."""
+        if self.decoding == "hf":
+            out = self.model.generate(
+                attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
+                min_new_tokens=min_new_tokens, do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id, **inputs)
+            # With only embeddings given, generate returns the new tokens alone.
+            return out if "input_ids" not in inputs else out[:, inputs["input_ids"].shape[1] :]
+        if self._decoder is None:
+            self._decoder = GreedyDecoder(self.model, self.model.model.language_model,
+                                          self.model.lm_head, self.tokenizer.eos_token_id,
+                                          self.tokenizer.pad_token_id)
+        return self._decoder.generate(attention_mask, self.max_new_tokens, min_new_tokens,
+                                      **inputs)
+
+    def _decode(self, tokens: torch.Tensor) -> list[str]:
+        return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
     @classmethod
     def load(cls, name: str, pretrained: str | None = None, tiny: dict | None = None,

@@ -1,0 +1,233 @@
+"""Greedy decoding near the memory bound: a static KV cache, and on CUDA one CUDA graph per step.
+
+Transformers' `generate` with its dynamic cache spends most of a large model's decode step in
+Python and kernel launches (the cache grows by concatenation, every step re-plans the masks and
+runs the logits processors). Here the cache is transformers' own `StaticCache`, allocated once
+and reused by every batch of the same shape; the prefill runs the model as `generate` would (same
+position ids, same `logits_to_keep=1`), and each decode step (language model, output head,
+argmax, end-of-sequence bookkeeping) is a fixed sequence of kernels on fixed buffers, captured
+once as a CUDA graph and replayed. Decoding stops as soon as every sequence has ended.
+
+The answers are `generate`'s greedy answers: the same token ids in fp32 on the CPU
+(tests/test_generation.py, tiny backbones). In bf16 on a GPU the static cache attends over a
+longer, masked key range, so kernels differ and near-ties can flip (experiments/bench_gpu.py
+counts the identical answers).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from transformers import StaticCache
+
+# Cache lengths are rounded up to this, and a cache up to this much longer than needed is kept:
+# nearby prompt lengths share one graph. Small, since every step reads every slot (masked too);
+# capturing again costs a few warm-up steps.
+CACHE_BUCKET = 64
+REUSE_SLACK = CACHE_BUCKET
+
+
+class GreedyDecoder:
+    """Greedy answers from a causal LM with a static cache; one instance per model.
+
+    `model` is a transformers model whose forward takes `cache`, `position_ids` and
+    `logits_to_keep` (LLaVA, Llama, ...); `language_model` and `head` are its decoder stack and
+    output layer, which the decode step calls directly (no image inputs after the prefill).
+    `cuda_graphs`: capture the decode step on CUDA (auto: on whenever the model is on CUDA).
+    """
+
+    def __init__(self, model, language_model, head, eos_token_id: int, pad_token_id: int,
+                 cuda_graphs: bool | None = None) -> None:
+        self.model, self.language_model, self.head = model, language_model, head
+        self.eos, self.pad = int(eos_token_id), int(pad_token_id)
+        self.cuda_graphs = cuda_graphs
+        self._shape: tuple | None = None  # (batch, dtype, device, weights, cache length)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self.graph_failed: str | None = None  # why capture failed, if it did (eager from then)
+
+    # ------------------------------------------------------------------ buffers
+
+    def _buffers(self, batch: int, needed: int, dtype: torch.dtype, device: torch.device
+                 ) -> None:
+        """(Re)allocate the cache and the step's fixed inputs for this shape; one shape is kept,
+        so memory holds one cache at a time (one up to REUSE_SLACK slots longer is kept)."""
+        # The graph holds the addresses of the weights it was captured with: a replaced module
+        # or parameter (a new adapter, a merge) means capturing again.
+        shape = (batch, dtype, device, self._weights())
+        if (self._shape is not None and self._shape[:-1] == shape
+                and needed <= self._shape[-1] <= needed + REUSE_SLACK):
+            return
+        cache_len = -(-needed // CACHE_BUCKET) * CACHE_BUCKET
+        shape = (*shape, cache_len)
+        self._graph = None
+        self.cache = self._step_out = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.cache = StaticCache(config=self.model.config, max_cache_len=cache_len)
+        self.token = torch.full((batch, 1), self.pad, dtype=torch.long, device=device)
+        self.position = torch.zeros((batch, 1), dtype=torch.long, device=device)
+        self.valid = torch.zeros((batch, cache_len), dtype=torch.bool, device=device)
+        self.slot = torch.zeros((), dtype=torch.long, device=device)  # cache slot being written
+        self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+        self.block_eos = torch.zeros((), dtype=torch.bool, device=device)  # min_new_tokens
+        self._shape = shape
+
+    def _weights(self) -> tuple:
+        return tuple((id(m), *(p.data_ptr() for p in m.parameters(recurse=False)))
+                     for part in (self.language_model, self.head) for m in part.modules())
+
+    def _hooked(self) -> bool:
+        """Whether a forward hook may change the step between calls (a method's per-batch
+        weights): a graph would replay the first batch's, so the step then runs eagerly."""
+        return any(m._forward_hooks or m._forward_pre_hooks
+                   for part in (self.language_model, self.head) for m in part.modules())
+
+    # ------------------------------------------------------------------ the step
+
+    def _choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next tokens from last-position logits, as `generate`'s greedy search: the end token
+        blocked while `block_eos`, argmax, padding after a sequence ended."""
+        logits = logits.float()
+        eos_column = torch.arange(logits.shape[-1], device=logits.device) == self.eos
+        logits = logits.masked_fill(eos_column & self.block_eos, float("-inf"))
+        token = torch.where(self.unfinished, logits.argmax(-1), self.pad)
+        self.unfinished &= token != self.eos
+        return token
+
+    def _step(self) -> torch.Tensor:
+        """One decode step on the fixed buffers, with no host synchronisation (capturable)."""
+        # The keys this token sees: the prompt's real tokens, those generated, and itself.
+        self.valid.index_fill_(1, self.slot.view(1), True)
+        hidden = self.language_model(input_ids=self.token,
+                                     attention_mask=self.valid[:, None, None, :],
+                                     position_ids=self.position, cache=self.cache,
+                                     use_cache=True).last_hidden_state
+        token = self._choose(self.head(hidden[:, -1]))
+        self.token.copy_(token[:, None])
+        self.position += 1
+        self.slot += 1
+        return token
+
+    def _capture(self) -> None:
+        """Record `_step` as a CUDA graph (after warm-up runs on a side stream, as PyTorch's
+        CUDA-graph guide asks); the warm-up's writes are undone by the next batch's reset."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step_out = self._step()
+        self._graph = graph
+
+    def _run_step(self) -> torch.Tensor:
+        use_graphs = self.cuda_graphs if self.cuda_graphs is not None else \
+            self.slot.device.type == "cuda"
+        if not use_graphs or self.graph_failed or self._hooked():
+            return self._step()
+        if self._graph is None:
+            saved = self._state()
+            try:
+                self._capture()
+            except Exception as err:  # keep answering correctly, only slower; say why once
+                self.graph_failed = f"{type(err).__name__}: {err}"
+                warnings.warn(f"CUDA-graph capture of the decode step failed ({self.graph_failed});"
+                              " decoding eagerly with the static cache", stacklevel=2)
+                self._graph = None
+            self._restore(saved)
+            if self._graph is None:
+                return self._step()
+        self._graph.replay()
+        return self._step_out
+
+    def _state(self) -> list[torch.Tensor]:
+        layers = self.cache.layers
+        return [t.clone() for t in (self.token, self.position, self.valid, self.slot,
+                                    self.unfinished, *(la.cumulative_length for la in layers))]
+
+    def _restore(self, saved: list[torch.Tensor]) -> None:
+        layers = self.cache.layers
+        for target, value in zip((self.token, self.position, self.valid, self.slot,
+                                  self.unfinished, *(la.cumulative_length for la in layers)),
+                                 saved, strict=True):
+            target.copy_(value)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(self, attention_mask: torch.Tensor, max_new_tokens: int,
+                 min_new_tokens: int = 0, **inputs) -> torch.Tensor:
+        """New token ids (batch, n <= max_new_tokens) for a left-padded batch, padded after each
+        sequence's end token; `inputs` are the model's prefill inputs (input_ids and
+        pixel_values, or inputs_embeds)."""
+        batch, length = attention_mask.shape
+        kept = self._shape[0] if self._shape is not None else batch
+        if batch < kept <= 2 * batch:  # a set's last, smaller batch: pad it to the captured one
+            fill = lambda t: torch.cat([t, t[:1].expand(kept - batch, *t.shape[1:])])  # noqa: E731
+            tokens = self.generate(fill(attention_mask), max_new_tokens, min_new_tokens,
+                                   **{k: fill(v) for k, v in inputs.items()})
+            return tokens[:batch]
+        device = attention_mask.device
+        dtype = next(self.language_model.parameters()).dtype
+        self._buffers(batch, length + max_new_tokens, dtype, device)
+        self.cache.reset()
+        # As generate: positions count the real tokens; padding sits at position 0.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        self.valid.zero_()
+        self.valid[:, :length] = attention_mask.bool()
+        self.unfinished.fill_(True)
+        self.block_eos.fill_(min_new_tokens > 0)
+        logits = self.model(attention_mask=attention_mask, position_ids=position_ids,
+                            cache=self.cache, use_cache=True, logits_to_keep=1,
+                            **inputs).logits[:, -1]
+        tokens = [self._choose(logits)]
+        self.token.copy_(tokens[0][:, None])
+        self.position.copy_(position_ids[:, -1:] + 1)
+        self.slot.fill_(length)
+        for step in range(1, max_new_tokens):
+            if not self.unfinished.any():  # every sequence has ended
+                break
+            if step == min_new_tokens:
+                self.block_eos.fill_(False)
+            tokens.append(self._run_step().clone())
+        return torch.stack(tokens, 1)
+
+
+def _text_dims(config) -> tuple[object, int, int, int]:
+    """(text config, key/value heads, head size, bytes per element) of a model's decoder."""
+    text = config.get_text_config(decoder=True)
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    dtype = getattr(text, "dtype", None) or getattr(config, "dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return text, heads, head_dim, torch.empty((), dtype=dtype).element_size()
+
+
+def kv_bytes_per_token(config) -> int:
+    """Bytes of keys and values one token occupies in the cache of a model with `config`
+    (its text config for a vision-language model), at the model's dtype."""
+    text, heads, head_dim, element = _text_dims(config)
+    return 2 * text.num_hidden_layers * heads * head_dim * element
+
+
+def batch_size_for_memory(config, prompt_tokens: int, max_new_tokens: int, free_bytes: int,
+                          share: float = 0.7, multiple: int = 8, most: int = 512) -> int:
+    """The largest evaluation batch whose cache and prefill activations fit in `share` of
+    `free_bytes`: per sample, the cache (prompt + answer, rounded as `GreedyDecoder` rounds) and
+    the prefill's largest transients (the MLP's input, gate, up and product at every prompt
+    position, and one layer's attention scores in fp32). Rounded down to a multiple of
+    `multiple` (at least 1), at most `most`."""
+    text, _, _, element = _text_dims(config)
+    cache_len = -(-(prompt_tokens + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+    inter = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
+    per_sample = (cache_len * kv_bytes_per_token(config)
+                  + prompt_tokens * element * (4 * text.hidden_size + 3 * inter)
+                  + text.num_attention_heads * prompt_tokens * cache_len * 4)
+    batch = int(share * free_bytes // per_sample)
+    if batch >= multiple:
+        batch -= batch % multiple
+    return max(1, min(batch, most))
