@@ -52,13 +52,13 @@ def test_bad_policy_says_what_is_allowed():
 def evaluated(monkeypatch):
     """Every (test set, number of samples) the loop evaluates, in order."""
     calls = []
-    real = mcl.loop.evaluate_items
+    real = mcl.loop.evaluate_records
 
     def spy(generate, backbone, items, batch_size, indices=None, **kwargs):
         calls.append((items.samples[0].prompt, len(items) if indices is None else len(indices)))
         return real(generate, backbone, items, batch_size, indices=indices, **kwargs)
 
-    monkeypatch.setattr(mcl.loop, "evaluate_items", spy)
+    monkeypatch.setattr(mcl.loop, "evaluate_records", spy)
     return calls
 
 
