@@ -69,3 +69,14 @@ def test_finetune_base_trains_the_parts(micro_backbone):
     assert {id(p) for p in strategy.trainable_parameters()} == parts
     with pytest.raises(ValueError, match="method.base must be one of"):
         build_strategy("replay", base="prompt")
+
+
+def test_the_choice_follows_the_task_seed_not_what_training_drew():
+    picks = []
+    for seed, draws in ((5, 1), (5, 9), (6, 1)):
+        strategy = build_strategy("replay", memory_per_task=3, memory_fraction=None)
+        torch.manual_seed(seed)  # the loop seeds every task
+        torch.rand(draws)  # training consumes the generator by a varying amount
+        strategy.after_task(TASKS[0], 0)
+        picks.append(strategy.memory.entries)
+    assert picks[0] == picks[1] != picks[2]

@@ -82,7 +82,9 @@ class Ewc(OnLoraOrFinetune):
         device = torch.device("cuda") if torch.cuda.is_available() else params[0].device
         self.to(device)  # the trainer hands the model back on the CPU after a task's fit
         size = self.fisher_batch_size or self.batch_size
-        order = torch.randperm(len(task.train))[: self.fisher_batches * size].tolist()
+        generator = torch.Generator().manual_seed(torch.initial_seed())  # the task's seed
+        order = torch.randperm(len(task.train), generator=generator)
+        order = order[: self.fisher_batches * size].tolist()
         # A classification task trains among all its classes, as the loop trains it.
         extra = ({"classes": training_label_space(task.train)}
                  if backbone.family == "classification" else None)

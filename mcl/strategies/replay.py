@@ -8,11 +8,11 @@ or, with `memory_fraction`, that fraction of the task's training set), and every
 trains on its own samples followed by the whole memory, one concatenated training set. The
 memory is never cut: each task keeps its budget for the rest of the stream.
 
-Selection: a uniform random subset of the task's training set (drawn from the run's seeded
-generator). Prism keeps the first samples of the shuffled training batches that pass a
-Bernoulli(0.7) draw until the task's slots are full, which is also a uniformly random subset of
-the task for a shuffled loader, as a reservoir over the task would be; so one rule covers all
-three.
+Selection: a uniform random subset of the task's training set, drawn from the seed the loop
+sets for the task (so a resumed run chooses the same). Prism keeps the first samples of the
+shuffled training batches that pass a Bernoulli(0.7) draw until the task's slots are full, which
+is also a uniformly random subset of the task for a shuffled loader, as a reservoir over the task
+would be; so one rule covers all three.
 
 The memory holds references (task, index in its training split) in `mcl.memory.ExemplarMemory`,
 never a test sample or a copy of an image, and travels with every checkpoint. What is trained is
@@ -60,7 +60,9 @@ class Replay(OnLoraOrFinetune):
 
     def after_task(self, task: Task, index: int) -> None:
         keep = self.budget(len(task.train))
-        chosen = torch.randperm(len(task.train))[:keep].tolist()
+        # From the seed the loop gave this task: the same choice after a resume mid-task.
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        chosen = torch.randperm(len(task.train), generator=generator)[:keep].tolist()
         self.memory.entries += [[index, i, task.name] for i in sorted(chosen)]
         self.memory.size = len(self.memory.entries)
 
