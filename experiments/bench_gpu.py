@@ -10,8 +10,10 @@ One script for one device call. Builds LLaVA-1.5-architecture models with random
 Vicuna-7B's shape, `1b` the same architecture at 1.26 B parameters), then measures:
 - the bf16 matmul rate of this GPU (8192^3 products), the MFU reference;
 - the reference: a hand-written loop of plain transformers + peft LoRA on the LM's linear layers;
-- mcl's `lora`, `fwd_prompt`, `continual_llava` and `rank_selective_lora` through mcl's
-  Lightning module, exactly as the loop trains, at the same batch and sequence;
+- mcl's `lora`, `fwd_prompt`, `continual_llava`, `rank_selective_lora` and the MCIT baselines
+  `moe_lora`, `replay`, `o_lora`, `ewc`, `lwf` (at a second task, their mechanism on: old
+  adapter, Fisher, teacher) through mcl's Lightning module, exactly as the loop trains, at the
+  same batch and sequence;
 - CoDyRA against its equal-work reference: plain peft LoRA of its rank on the same layers
   (vision tower, projector and LM), since it trains adapters in the vision tower too;
 - generation: answers/s of mcl's batched greedy generation against HF `generate` one sample at
@@ -189,10 +191,16 @@ class McL:
             d = model.config.text_config.hidden_size
             self.strategy.task_grams = lambda samples: (torch.eye(d)[:, :64] @ torch.eye(d)[:64],
                                                         ) * 2
+        if name == "o_lora":  # a first task's adapter frozen: the orthogonality term is on
+            self.strategy.after_task(task, 0)
         try:
-            self.strategy.before_task(task, 1)
+            self.strategy.before_task(task, 1)  # LwF: the teacher is snapshot here
         except Exception:  # a hook that needs real samples: its step-time state is already set
             pass
+        if name == "ewc":  # a first task's Fisher and anchor (estimated on real samples)
+            params = self.strategy.trainable_parameters()
+            self.strategy.fisher = [torch.ones_like(p, dtype=torch.float32) for p in params]
+            self.strategy.anchor = [p.detach().float().clone() for p in params]
 
     def block(self, steps: int, warmup: int) -> list[float]:
         import lightning as L
@@ -428,7 +436,8 @@ def main() -> None:
     parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--methods", nargs="*",
                         default=["lora", "fwd_prompt", "continual_llava", "rank_selective_lora",
-                                 "rank_selective_lora:llm", "lora+checkpointing"],
+                                 "rank_selective_lora:llm", "lora+checkpointing", "moe_lora",
+                                 "replay", "o_lora", "ewc", "lwf"],
                         help="mcl methods; `name:part/part` limits adapters to those parts, "
                              "`name+checkpointing` turns gradient checkpointing on")
     parser.add_argument("--out", type=Path, default=Path("bench_gpu.md"))
@@ -475,7 +484,11 @@ def main() -> None:
     for method in args.methods:
         spec, _, parts = method.partition(":")
         name, _, extra = spec.partition("+")
-        options = {"lora": {"r": 8, "alpha": 16}}.get(name, {})
+        # Methods on a plain LoRA at the reference's rank, so a ratio is their mechanism's cost;
+        # moe_lora at CoIN's rank 128 in 8 experts of 16.
+        same_lora = {"r": 8, "alpha": 16}
+        options = dict({"lora": same_lora, "replay": same_lora, "o_lora": same_lora,
+                        "ewc": same_lora, "lwf": same_lora}.get(name, {}))
         if parts:  # e.g. rank_selective_lora:llm  (adapters on the language model only)
             options["parts"] = parts.split("/")
         label = (f"mcl {name}" + (f" on {parts} only" if parts else "")

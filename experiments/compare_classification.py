@@ -26,7 +26,7 @@ from sweep import ROOT, method_choices, sweep_and_report
 from mcl.strategies import STRATEGIES
 
 METHODS = ["prompt_fusion", "rank_selective_lora", "l2p", "dualprompt", "coda_prompt",
-           "finetune", "lora", "joint", "zero_shot"]
+           "moe_lora", "replay", "o_lora", "ewc", "lwf", "finetune", "lora", "joint", "zero_shot"]
 STREAMS = ["toy_class_incremental", "toy_domain_incremental", "toy_mtil"]
 
 

@@ -8,8 +8,11 @@ the whole CLIP), on ViT the network and its head.
 """
 
 
+from collections.abc import Sequence
+
 from torch import nn
 
+from mcl.backbones.base import Backbone
 from mcl.strategies.base import PartsStrategy, register
 
 
@@ -26,11 +29,17 @@ class Finetune(PartsStrategy):
 
     def setup(self, backbone) -> None:
         super().setup(backbone)
-        head = backbone.head_parameters()  # a classifier's new head (none for LLaVA, CLIP)
-        params = [*backbone.part_parameters(self.parts_for(backbone)), *head]
-        self._params = list(dict.fromkeys(params))
-        for p in self._params:
-            p.requires_grad_(True)
+        self._params = unfreeze_parts(backbone, self.parts_for(backbone))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self._params
+
+
+def unfreeze_parts(backbone: Backbone, parts: Sequence[str]) -> list[nn.Parameter]:
+    """Unfreeze the named parts and the backbone's head (a classifier's new head; none for LLaVA,
+    CLIP): returns those parameters, each once."""
+    params = [*backbone.part_parameters(parts), *backbone.head_parameters()]
+    params = list(dict.fromkeys(params))
+    for p in params:
+        p.requires_grad_(True)
+    return params

@@ -12,6 +12,7 @@ pre-trained weights (ViT's) is trained beside the adapter.
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
+from mcl.backbones.base import Backbone
 from mcl.strategies.base import PartsStrategy, register
 
 
@@ -31,16 +32,23 @@ class Lora(PartsStrategy):
 
     def setup(self, backbone) -> None:
         super().setup(backbone)
-        targets = self.linear_layers_of_parts(backbone)
-        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                            target_modules=targets)
-        # In place (no PeftModel wrapper), so the backbone keeps its interface and names.
-        root = backbone.adapter_root()
-        inject_adapter_in_model(config, root)
-        self._params = [p for n, p in root.named_parameters() if "lora_" in n]
-        self._params += backbone.head_parameters()
-        for p in self._params:
-            p.requires_grad_(True)
+        self._params = add_lora(backbone, self.linear_layers_of_parts(backbone), self.r,
+                                self.alpha, self.dropout)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self._params
+
+
+def add_lora(backbone: Backbone, targets: list[str], r: int, alpha: float, dropout: float
+             ) -> list[nn.Parameter]:
+    """Inject a peft LoRA adapter into the `targets` layers of `backbone.adapter_root()` and
+    unfreeze it and the backbone's head: returns the parameters trained (adapter, then head)."""
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    # In place (no PeftModel wrapper), so the backbone keeps its interface and names.
+    root = backbone.adapter_root()
+    inject_adapter_in_model(config, root)
+    params = [p for n, p in root.named_parameters() if "lora_" in n]
+    params += backbone.head_parameters()
+    for p in params:
+        p.requires_grad_(True)
+    return params
