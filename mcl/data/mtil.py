@@ -9,8 +9,18 @@ Orders (as in ZSCL's scripts, Thunderbeee/ZSCL mtil/scripts/*.sh `dataset=(...)`
   EuroSAT, CIFAR100 (ZSCL's mtil/scripts/ZSCL_minus.sh and ZSCL_minus_WC_WiSE.sh, and the
   "order2" scripts of follow-up MTIL repositories, e.g. MoE-Adapters, CoLeCLIP).
 Setting: ZSCL trains on each dataset's full training split ("full-shot"); `train_shots=k` keeps k
-training images per class (the few-shot MTIL of later work), drawn by mcl with `shots_seed`, not
-any repository's exact draw. Test splits are always complete.
+training images per class (5-shot MTIL, stream=mtil_fewshot; X-TAIL, stream=xtail), drawn by
+`mcl.data.fewshot` with `shots_seed` (recorded in each task's meta["train_shots"]), not any
+repository's exact draw. Test splits are always complete.
+
+X-TAIL (Xu et al. 2024, RAIL, arXiv 2406.18868) reads the same loaders: 10 of the datasets (no
+CIFAR100) in `XTAIL_ORDER`, 16 shots, scored among the classes of all its domains, no task id
+(scenario "xtail", `mcl.data.label_space`). Its official code (RAIL's and CoDyRA's main.py)
+reads CoOp's datasets (KaiyangZhou/CoOp DATASETS.md: split_zhou_*.json splits and their class
+names) for the 9 non-MNIST domains, and one prompt template per domain; mcl uses ZSCL's splits
+and names (this module) and one template, so its X-TAIL training pools, test sets and names
+differ from the published protocol's wherever CoOp's differ from ZSCL's: numbers from stream=xtail
+are not the published table's.
 
 Layout: every dataset under the one data root, where torchvision would put it (ZSCL's loaders
 are torchvision's); see `LAYOUT` and mcl/data/mtil_datasets.py.
@@ -18,12 +28,12 @@ are torchvision's); see `LAYOUT` and mcl/data/mtil_datasets.py.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from mcl.data import classification as cls
+from mcl.data.fewshot import few_shot, shots_meta
 from mcl.data.mtil_datasets import BENCHMARK, READERS
 from mcl.data.task import Stream
 
@@ -31,6 +41,9 @@ ORDER_I = ("Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers", "F
            "OxfordPet", "StanfordCars", "SUN397")
 ORDER_II = ("StanfordCars", "Food", "MNIST", "OxfordPet", "Flowers", "SUN397", "Aircraft",
             "Caltech101", "DTD", "EuroSAT", "CIFAR100")
+# RAIL's configs/analytic_clip.yaml, CoDyRA's main.py `--datasets`: Order I less CIFAR100.
+XTAIL_ORDER = ("Aircraft", "Caltech101", "DTD", "EuroSAT", "Flowers", "Food", "MNIST", "OxfordPet",
+               "StanfordCars", "SUN397")
 LAYOUT = """<data_root>/  (torchvision's layout for each dataset, as ZSCL reads them)
   fgvc-aircraft-2013b/data/{variants.txt, images_variant_train.txt, images_variant_test.txt,
                             images/<id>.jpg}
@@ -68,22 +81,13 @@ def _read(root: Path, dataset: str) -> tuple[list[str], list, list]:
                                f"the {dataset} file it reads", root) from None
 
 
-def _few_shot(items: list, shots: int, seed: int) -> list:
-    """`shots` items of each class (all of a class with fewer), in a seeded random choice."""
-    order = np.random.default_rng(seed).permutation(len(items))
-    kept, count = [], {}
-    for i in order:
-        name = items[i][1]
-        if count.get(name, 0) < shots:
-            count[name] = count.get(name, 0) + 1
-            kept.append(i)
-    return [items[i] for i in sorted(kept)]
-
-
 def mtil_stream(name: str, data_root: str, seed: int, datasets: Sequence[str] = ORDER_I,
-                train_shots: int | None = None, shots_seed: int = 0, scenario: str = "mtil",
-                skip_bad_images: bool = False) -> Stream:
+                train_shots: int | None = None, shots_seed: int = 0, shots_repeat: bool = False,
+                scenario: str = "mtil", skip_bad_images: bool = False) -> Stream:
     """One task per dataset, in `datasets` order.
+
+    `train_shots`: k training images per class (`mcl.data.fewshot.few_shot` with `shots_seed`;
+    `shots_repeat` fills a class with fewer by drawing with replacement, as X-TAIL's code does).
 
     Each image file's header is read at start-up: a missing or bad file (e.g. one an index file
     lists but the folder lacks) raises an error naming it unless `skip_bad_images` (then it is
@@ -95,9 +99,10 @@ def mtil_stream(name: str, data_root: str, seed: int, datasets: Sequence[str] = 
     for dataset in datasets:
         classes, train, test = _read(root, dataset)
         if train_shots is not None:
-            train = _few_shot(train, train_shots, shots_seed)
+            train = few_shot(train, train_shots, shots_seed, shots_repeat)
         tasks.append(cls.usable_task(BENCHMARK, dataset, train, test, classes, skip_bad_images,
-                                     dataset=dataset, scenario=scenario))
+                                     dataset=dataset, scenario=scenario,
+                                     **shots_meta(train_shots, shots_seed, shots_repeat)))
     return Stream(name, tasks)
 
 
@@ -109,8 +114,24 @@ EXPECTED = {"Aircraft": (3334, 3333), "Caltech101": (6941, 1736), "CIFAR100": (5
             "StanfordCars": (8144, 8041), "SUN397": (87003, 21751)}
 
 
-def validate(data_root: str, datasets: Sequence[str] = ORDER_I) -> list[str]:
-    """What is missing or malformed for MTIL under `data_root` (empty when ready)."""
+# Class counts of the datasets (the published ones, as ZSCL names them): a k-shot stream's
+# training split holds k x these images per dataset (few_shot_sizes).
+NUM_CLASSES = {"Aircraft": 100, "Caltech101": 101, "CIFAR100": 100, "DTD": 47, "EuroSAT": 10,
+               "Flowers": 102, "Food": 101, "MNIST": 10, "OxfordPet": 37, "StanfordCars": 196,
+               "SUN397": 397}
+
+
+def few_shot_sizes(shots: int, datasets: Sequence[str] = ORDER_I) -> dict[str, int]:
+    """Training images per dataset of a `shots`-shot stream on the full data (every class of
+    ZSCL's training splits has at least 5 images; Flowers has 10, so 16-shot X-TAIL needs
+    shots_repeat=true there to reach 16)."""
+    return {d: shots * NUM_CLASSES[d] for d in datasets}
+
+
+def validate(data_root: str, datasets: Sequence[str] = ORDER_I, shots: int = 5) -> list[str]:
+    """What is missing or malformed for MTIL under `data_root` (empty when ready): the published
+    split sizes and class counts, and whether every class has `shots` training images (5-shot
+    MTIL's, stream=mtil_fewshot, so that it holds few_shot_sizes(shots) images)."""
     root = cls.root_dir(data_root)
     problems = []
     for dataset in datasets:
@@ -123,6 +144,14 @@ def validate(data_root: str, datasets: Sequence[str] = ORDER_I) -> list[str]:
             continue
         got = tuple(len(getattr(task, split)) + len(task.meta["bad_images"][split])
                     for split in ("train", "test"))
+        if len(task.meta["classes"]) != NUM_CLASSES[dataset]:
+            problems.append(f"{dataset}: {len(task.meta['classes'])} classes, the published "
+                            f"dataset has {NUM_CLASSES[dataset]}")
+        per_class = Counter(sample.answer for sample in task.train)
+        short = [c for c in task.meta["classes"] if per_class[c] < shots]
+        if short:
+            problems.append(f"{dataset}: {len(short)} classes have fewer than {shots} training "
+                            f"images (e.g. {short[0]!r}): a {shots}-shot draw keeps fewer")
         if dataset in EXPECTED and got != EXPECTED[dataset]:
             problems.append(f"{dataset}: {got[0]} train / {got[1]} test images, ZSCL's split "
                             f"has {EXPECTED[dataset][0]} / {EXPECTED[dataset][1]}")

@@ -68,7 +68,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         streams=("coast_domain", "coast_capability", "coast_dataset"),
         note="The COAST authors publish no data (github.com/mengcaopku/Continual-LLaVA); place "
              "the annotation files and images as conf/stream/coast_*.yaml describe."),
-    "mtil": Benchmark(streams=("mtil", "mtil_order2"), note=_by_hand(mtil),
+    "mtil": Benchmark(streams=("mtil", "mtil_order2", "mtil_fewshot", "xtail"), note=_by_hand(mtil),
                       validate=mtil.validate),
     "split_cifar100": Benchmark(
         streams=("split_cifar100",), hub=split_cifar100.HUB_ID,

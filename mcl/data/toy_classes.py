@@ -15,6 +15,10 @@ Scenarios (the stream YAML's `scenario`):
   domain_incremental  one view, one task per visual style (same classes, new styles)
   mtil                one task per view, each with its own label set (the toy analogue of MTIL,
                       Zheng et al. 2023), each scored within its own label set
+  xtail               the tasks of mtil, each scored among the classes of all views (the toy
+                      analogue of X-TAIL, Xu et al. 2024: no task id, unseen domains included)
+`train_shots: k` keeps k training images per class out of `train_size` drawn ones
+(`mcl.data.fewshot`, seeded by `shots_seed`): toy_mtil_fewshot, toy_xtail.
 Every task carries meta["classes"], meta["scenario"] and meta["task_aware"] (see
 `mcl.data.label_space`). Everything is a pure function of the seed.
 """
@@ -27,9 +31,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mcl.data import toy_world as tw
+from mcl.data.fewshot import few_shot, shots_meta
 from mcl.data.task import Sample, Stream, Task
 
-SCENARIOS = ("class_incremental", "domain_incremental", "mtil")
+SCENARIOS = ("class_incremental", "domain_incremental", "mtil", "xtail")
 SHAPE_RADIUS = 6.5
 
 
@@ -140,15 +145,18 @@ def _check(name: str, scenario: str, views: Sequence[str], styles: Sequence[str]
 def toy_classification_stream(name: str, scenario: str, views: Sequence[str],
                               train_size: int, test_size: int, seed: int,
                               styles: Sequence[str] = tuple(tw.STYLES), num_tasks: int = 5,
-                              class_order_seed: int = 0, task_aware: bool = False) -> Stream:
+                              class_order_seed: int = 0, task_aware: bool = False,
+                              train_shots: int | None = None, shots_seed: int = 0,
+                              shots_repeat: bool = False) -> Stream:
     """A classification stream of the toy world (see the module docstring for the scenarios).
 
     `train_size`/`test_size` are per task. `task_aware=True` scores every task within its own
-    classes (the task identity is given at test time)."""
+    classes (the task identity is given at test time). `train_shots`: k training images per
+    class out of the `train_size` drawn (`mcl.data.fewshot.few_shot`)."""
     views, styles = list(views), list(styles)
     _check(name, scenario, views, styles, train_size, test_size)
     plan: list[tuple[str, str, list[str], list[str]]] = []  # task name, view, classes, styles
-    if scenario == "mtil":
+    if scenario in ("mtil", "xtail"):
         plan = [(view, view, VIEWS[view][0], styles) for view in views]
     else:
         if len(views) != 1:
@@ -166,10 +174,14 @@ def toy_classification_stream(name: str, scenario: str, views: Sequence[str],
                     for i, split in enumerate(np.array_split(order, num_tasks))]
     tasks = []
     for task_name, view, classes, task_styles in plan:
-        meta = {"classes": list(classes), "scenario": scenario, "task_aware": task_aware}
-        tasks.append(Task(task_name,
-                          samples(view, classes, task_styles, train_size, seed,
-                                  f"{task_name}/train"),
+        meta = {"classes": list(classes), "scenario": scenario, "task_aware": task_aware,
+                **shots_meta(train_shots, shots_seed, shots_repeat)}
+        train = samples(view, classes, task_styles, train_size, seed, f"{task_name}/train")
+        if train_shots is not None:
+            pairs = few_shot([(s, s.answer) for s in train], train_shots, shots_seed,
+                             shots_repeat)
+            train = [s for s, _ in pairs]
+        tasks.append(Task(task_name, train,
                           samples(view, classes, task_styles, test_size, seed,
                                   f"{task_name}/test"), meta))
     return Stream(name, tasks)
