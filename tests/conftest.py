@@ -37,6 +37,9 @@ MICRO_METHOD = {
     "dualprompt": {"pool_size": 2, "g_layers": [0], "e_layers": [1], "e_length": 5},
     # The Booster on CLIP's own tower (no ViT-B download); 16 context vectors fit 32 positions.
     "prompt_fusion": {"booster": None, "context_length": 16},
+    # Width 16: rank 2 leaves free dimensions after two tasks (the paper's 10 of 768).
+    "inflora": {"r": 2, "num_tasks": 2},
+    "moe_adapters": {"bottleneck": 4, "experts": 4, "top_k": 2},
 }
 
 
