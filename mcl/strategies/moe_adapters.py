@@ -47,6 +47,7 @@ from torch import nn
 
 from mcl.backbones.classification import ClassifierOutput
 from mcl.data.task import Task
+from mcl.distributed import all_sum
 from mcl.strategies.base import PartsStrategy, register
 from mcl.strategies.wise_ft import warmup_cosine
 
@@ -219,7 +220,9 @@ class MoEAdapters(PartsStrategy):
 
     def after_task(self, task: Task, index: int) -> None:
         for key, mixture in self.mixtures.items():
-            top = mixture.chosen.topk(min(self.freeze_top, self.experts)).indices.tolist()
+            # Every rank saw other batches: freeze by the counts over all of them (DDP).
+            chosen = torch.tensor(all_sum(mixture.chosen.tolist()))
+            top = chosen.topk(min(self.freeze_top, self.experts)).indices.tolist()
             self.frozen.update((key, e) for e in top)
         self._train_selector(task, index)
         self.route = ZERO_SHOT
