@@ -137,6 +137,13 @@ class ZSCL(Finetune):
         self._ref_pixels = torch.stack([it["pixel_values"] for it in items])
         self._ref_texts = list(dict.fromkeys(s.answer for s in samples))
 
+    def describe(self) -> str:
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = sum(p.numel() for p in self.backbone.parameters())
+        return (f"method {self.name}: {trainable:,} trainable parameters of {total:,} "
+                f"({100 * trainable / total:.2f}%), plus a frozen zero-shot copy as the teacher; "
+                f"{len(self._ref_pixels)} reference images, {len(self._ref_texts)} texts")
+
     def train(self, mode: bool = True) -> ZSCL:
         super().train(mode)
         if self.teacher is not None:
