@@ -28,7 +28,7 @@ def main(overrides: list[str]) -> None:
                                                        *overrides])
     torch.manual_seed(0)
     backbone = instantiate(cfg.backbone, _convert_="all")
-    stream = instantiate(cfg.stream, _convert_="all")
+    stream = instantiate(cfg.stream, seed=cfg.seed, _convert_="all")
     from mcl.strategies.base import build_strategy
 
     options = {k: v for k, v in dict(cfg.method).items() if k != "name"}
