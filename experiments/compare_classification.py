@@ -1,5 +1,5 @@
-"""Methods on the three toy classification streams: mean ± std over seeds of Last, Forgetting, BWT,
-FWT and Transfer (the CLIP/ViT family: class-incremental, domain-incremental, MTIL).
+"""Methods on the four toy classification streams: mean ± std over seeds of Last, Forgetting, BWT,
+FWT and Transfer (the CLIP/ViT family: class-incremental, domain-incremental, MTIL, X-TAIL).
 
     python experiments/compare_classification.py --seeds 0 1 2 --jobs 8 trainer=gpu
     python experiments/compare_classification.py --methods zero_shot finetune lora \\
@@ -25,9 +25,13 @@ from sweep import ROOT, method_choices, sweep_and_report
 
 from mcl.strategies import STRATEGIES
 
-METHODS = ["prompt_fusion", "rank_selective_lora", "l2p", "dualprompt", "coda_prompt",
-           "moe_lora", "replay", "o_lora", "ewc", "lwf", "finetune", "lora", "joint", "zero_shot"]
-STREAMS = ["toy_class_incremental", "toy_domain_incremental", "toy_mtil"]
+# CoDyRA's CLIP baselines (ZSCL, MoE-Adapters, WiSE-FT, InfLoRA) beside the prompt methods and the
+# MCIT baselines that also run on CLIP / ViT.
+METHODS = ["prompt_fusion", "rank_selective_lora", "zscl", "moe_adapters", "wise_ft", "inflora",
+           "l2p", "dualprompt", "coda_prompt", "moe_lora", "replay", "o_lora", "ewc", "lwf",
+           "finetune", "lora", "joint", "zero_shot"]
+# toy_xtail: toy_mtil's tasks scored among all domains' classes, no task id (CoDyRA's X-TAIL).
+STREAMS = ["toy_class_incremental", "toy_domain_incremental", "toy_mtil", "toy_xtail"]
 
 
 def main() -> None:

@@ -38,6 +38,9 @@ MICRO_METHOD = {
     # The Booster on CLIP's own tower (no ViT-B download); with the official text layout's M "X"
     # placeholders, 2 x 8 tokens + a class name fit the micro text tower's 32 positions.
     "prompt_fusion": {"booster": None, "context_length": 8},
+    # Width 16: rank 2 leaves free dimensions after two tasks (the paper's 10 of 768).
+    "inflora": {"r": 2, "num_tasks": 2},
+    "moe_adapters": {"bottleneck": 4, "experts": 4, "top_k": 2},
 }
 
 
