@@ -64,6 +64,7 @@ def test_fwd_prompt_on_coast_domain_with_the_llava_standin_end_to_end(tmp_path, 
     missing.unlink()
     cfg = compose_config(["method=fwd_prompt", "stream=coast_domain", *FAST,
                           f"data_root={tmp_path / 'data'}", "backbone=tiny_llava_1_5_standin",
+                          "max_unknown_words=null",  # the stand-in reads only toy words
                           "stream.skip_bad_images=true", "method.batch_size=4"])
     assert Path(cfg.backbone.pretrained) == standin
     result = run(cfg, tmp_path / "run")
@@ -82,7 +83,8 @@ def test_coin_run_scores_each_task_with_its_metric(tmp_path, standin, monkeypatc
     joined TextVQA answers, top-1, exact, IoU); one that answers nonsense scores 0."""
     write_coin(tmp_path / "data", n_train=2, n_test=2)
     cfg = compose_config(["method=zero_shot", "stream=coin", *FAST,
-                          f"data_root={tmp_path / 'data'}", "backbone=tiny_llava_1_5_standin"])
+                          f"data_root={tmp_path / 'data'}", "backbone=tiny_llava_1_5_standin",
+                          "max_unknown_words=null"])  # the stand-in reads only toy words
     monkeypatch.setattr(LlavaBackbone, "generate", lambda self, batch: list(batch["answers"]))
     right = run(cfg, tmp_path / "right")
     assert np.array(right["matrix"]).min() == 1.0
@@ -93,7 +95,8 @@ def test_coin_run_scores_each_task_with_its_metric(tmp_path, standin, monkeypatc
 
 
 def test_llava_1_5_pads_images_to_a_square_of_the_mean_colour(standin):
-    cfg = compose_config(["backbone=tiny_llava_1_5_standin"])
+    cfg = compose_config(["backbone=tiny_llava_1_5_standin",
+                          "max_unknown_words=null"])  # the stand-in reads only toy words
     assert cfg.backbone.pad_to_square and cfg.backbone.dtype == "float32"
     backbone = build(cfg.backbone, _convert_="all")
     image = np.full((30, 40, 3), 7, np.uint8)

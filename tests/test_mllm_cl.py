@@ -81,7 +81,8 @@ def test_mllm_cl_end_to_end_scores_each_task_with_its_scorer(tmp_path, standin, 
     same reader: tests/test_ucit.py)."""
     write_mllm_cl(tmp_path / "data", config, n_train=2, n_test=2)
     common = [f"stream=mllm_cl_{config}", *FAST, f"data_root={tmp_path / 'data'}",
-              "backbone=tiny_llava_1_5_standin"]
+              "backbone=tiny_llava_1_5_standin",
+              "max_unknown_words=null"]  # the stand-in reads only toy words
     cfg = compose_config(["method=zero_shot", *common])
     monkeypatch.setattr(LlavaBackbone, "generate", lambda self, batch: list(batch["answers"]))
     assert np.array(run(cfg, tmp_path / "right")["matrix"]).min() == 1.0

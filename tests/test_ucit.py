@@ -99,7 +99,8 @@ def test_continual_llava_on_ucit_with_the_llava_standin_end_to_end(tmp_path, sta
     the exact tasks and a positive CIDEr on the caption tasks, nonsense 0 everywhere."""
     write_ucit(tmp_path / "data", n_train=2, n_test=2)
     common = ["stream=ucit", *FAST, f"data_root={tmp_path / 'data'}",
-              "backbone=tiny_llava_1_5_standin"]
+              "backbone=tiny_llava_1_5_standin",
+              "max_unknown_words=null"]  # the stand-in reads only toy words
     cfg = compose_config(["experiment=continual_llava_tiny", *common, "method.epochs=1",
                           "method.batch_size=4"])
     result = run(cfg, tmp_path / "run")

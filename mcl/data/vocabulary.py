@@ -37,8 +37,13 @@ def check_vocabulary(backbone, backbone_name: str, stream: Stream,
     a ValueError, with the share, examples and the backbones that can read them, when it is
     above `max_share` (None: never). A backbone without a tokenizer (ViT's class head) reads
     any answer."""
-    tokenizer = getattr(backbone, "tokenizer", None)
-    if tokenizer is None or max_share is None:
+    from mcl.backbones.base import MissingCapability
+
+    if max_share is None:
+        return 0.0
+    try:
+        tokenizer = backbone.tokenizer
+    except MissingCapability:  # no text input: class names are scored, never tokenised
         return 0.0
     texts = [text for task in stream.tasks for split in (task.train, task.test)
              for s in split[:SAMPLES_PER_SPLIT] for text in (s.prompt, s.answer)]
