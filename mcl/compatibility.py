@@ -52,3 +52,20 @@ def check_run(strategy: ContinualStrategy, backbone: BackboneSpec, stream: Strea
         check_family(backbone.family, backbone.name, stream.name, stream.tasks)
     if trainer_strategy is not None:
         check_trainer(strategy, trainer_strategy)
+
+
+def method_table(backbones: Mapping[str, BackboneSpec], family: str = "instruction") -> str:
+    """A Markdown table: which registered methods of `family` run on which backbone (by
+    `check_backbone`, the check every run makes), a refusal's missing capabilities named."""
+    from mcl.strategies import STRATEGIES
+
+    methods = sorted(n for n, cls in STRATEGIES.items() if family in cls.families)
+    rows = ["| backbone | " + " | ".join(methods) + " |",
+            "| --- |" + " --- |" * len(methods)]
+    for name, spec in backbones.items():
+        cells = []
+        for method in methods:
+            missing = sorted(STRATEGIES[method].requires - spec.capabilities)
+            cells.append("yes" if not missing else "no (" + ", ".join(missing) + ")")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
