@@ -69,3 +69,26 @@ def method_table(backbones: Mapping[str, BackboneSpec], family: str = "instructi
             cells.append("yes" if not missing else "no (" + ", ".join(missing) + ")")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def preset_specs(family: str = "instruction", tiny: bool = False) -> dict[str, BackboneSpec]:
+    """The specs of the backbone presets in conf/backbone of `family` (stand-ins and other
+    tiny presets left out unless `tiny`), by preset name."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    specs = {}
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for path in sorted((conf / "backbone").glob("*.yaml")):
+            node = compose(config_name="config", overrides=[f"backbone={path.stem}"]).backbone
+            spec = backbone_spec(node)
+            small = path.stem.startswith("tiny_") or node.get("tiny") is not None
+            if spec.family == family and (tiny or not small):
+                specs[path.stem] = spec
+    return specs
+
+
+if __name__ == "__main__":  # the README's table: python -m mcl.compatibility
+    print(method_table(preset_specs()))
