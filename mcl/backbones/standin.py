@@ -164,40 +164,34 @@ def _qwen_processor(tokenizer):
     return tf.Qwen2VLProcessor(images, tokenizer, chat_template=template)
 
 
-def qwen2_vl() -> tuple:
-    """Qwen2-VL: dynamic resolution (image_grid_thw), M-RoPE, ChatML."""
+def _qwen(config_cls, model_cls, vision: dict) -> tuple:
     tokenizer = _qwen_tokenizer()
     text = _text(tokenizer, tf.Qwen2Config, rope_parameters={
         "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
-    config = tf.Qwen2VLConfig(
-        text_config=text.to_dict(),
-        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2,
-                       "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2},
-        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"))
-    return tf.Qwen2VLForConditionalGeneration(config), _qwen_processor(tokenizer)
+    ids = {f"{k}_token_id": tokenizer.convert_tokens_to_ids(t) for k, t in (
+        ("image", "<|image_pad|>"), ("video", "<|video_pad|>"),
+        ("vision_start", "<|vision_start|>"), ("vision_end", "<|vision_end|>"))}
+    vision = {**vision, "depth": 2, "hidden_size": 32, "num_heads": 2, "patch_size": 8,
+              "spatial_merge_size": 2, "temporal_patch_size": 2}
+    config = config_cls(text_config=text.to_dict(), vision_config=vision, **ids)
+    return model_cls(config), tokenizer
+
+
+def qwen2_vl() -> tuple:
+    """Qwen2-VL: dynamic resolution (image_grid_thw), M-RoPE, ChatML."""
+    model, tokenizer = _qwen(tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration,
+                             {"embed_dim": 32})
+    return model, _qwen_processor(tokenizer)
 
 
 def qwen2_5_vl() -> tuple:
     """Qwen2.5-VL: Qwen2-VL with windowed attention in the vision tower."""
-    tokenizer = _qwen_tokenizer()
-    text = _text(tokenizer, tf.Qwen2Config, rope_parameters={
-        "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
-    config = tf.Qwen2_5_VLConfig(
-        text_config=text.to_dict(),
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-                       "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                       "window_size": 32, "out_hidden_size": 32, "fullatt_block_indexes": [1]},
-        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"))
+    model, tokenizer = _qwen(tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration,
+                             {"intermediate_size": 64, "window_size": 32, "out_hidden_size": 32,
+                              "fullatt_block_indexes": [1]})
     processor = _qwen_processor(tokenizer)
-    processor = tf.Qwen2_5_VLProcessor(processor.image_processor, tokenizer,
-                                       chat_template=processor.chat_template)
-    return tf.Qwen2_5_VLForConditionalGeneration(config), processor
+    return model, tf.Qwen2_5_VLProcessor(processor.image_processor, tokenizer,
+                                         chat_template=processor.chat_template)
 
 
 def internvl() -> tuple:

@@ -405,6 +405,9 @@ class Qwen2VlBackbone(VlmBackbone):
                    "image grid, which a forward from input embeddings does not have"}
     model_types = ("qwen2_vl", "qwen2_5_vl")
     image_rows = ("pixel_values", "image_grid_thw")
+    # The interface's refusals (MissingCapability) in place of the generic embeddings path.
+    embed, forward_embeds = Backbone.embed, Backbone.forward_embeds
+    generate_embeds, text_context_length = Backbone.generate_embeds, Backbone.text_context_length
 
     def parts(self) -> dict[str, list[nn.Module]]:
         visual = self.model.model.visual
