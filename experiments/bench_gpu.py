@@ -4,6 +4,8 @@
     python experiments/bench_gpu.py --preset 7b          # the real LLaVA-1.5-7B shapes
     python experiments/bench_gpu.py --preset 7b --decode-only   # the decode table alone
     python experiments/bench_gpu.py --tiny               # a toy size on the CPU (a smoke run)
+    python experiments/bench_gpu.py --arch qwen2_5_vl --preset 7b   # Qwen2.5-VL-7B's shapes
+    python experiments/bench_gpu.py --arch qwen2_5_vl --preset tiny # seconds, also on a CPU
 
 One script for one device call. Builds LLaVA-1.5-architecture models with random bf16 weights
 (CLIP ViT-L/14-336 tower, 576 image tokens, 2-layer MLP projector, Llama LM: `7b` is
@@ -32,6 +34,12 @@ reference and the method run alternate blocks of `--steps` steps (after warm-up)
 times, in one process; the ratio is the median of the per-round ratios of median step times,
 and each round's ratio is listed so the spread shows. Step times come from CUDA events.
 Prints a Markdown table with the device named, and writes it to --out.
+
+`--arch qwen2_5_vl` builds Qwen2.5-VL instead (`7b`: Qwen2.5-VL-7B-Instruct's shapes, windowed
+ViT of 32 blocks, 28-layer Qwen2 LM with GQA; one 448 px image per sample, 256 image tokens
+after the 2x2 merger) and compares mcl's `lora` (through `Qwen2VlBackbone`, whose batches carry
+pixel rows per sample) with the plain loop, in the same interleaved rounds and table; without a
+GPU it runs on the CPU (wall-clock timing, no MFU), which is what `--preset tiny` is for.
 """
 
 from __future__ import annotations
@@ -54,6 +62,23 @@ LLAVA_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_laye
 TINY = {"hidden": 64, "layers": 2, "inter": 128, "heads": 4,
         "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                    "num_attention_heads": 2, "image_size": 28, "patch_size": 14}}
+# Qwen2.5-VL shapes: `7b` is Qwen2.5-VL-7B-Instruct's config.json; `tiny` runs on a CPU.
+QWEN_PRESETS = {
+    "7b": {"text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064},
+           "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
+                      "num_heads": 16, "out_hidden_size": 3584, "window_size": 112,
+                      "fullatt_block_indexes": [7, 15, 23, 31]},
+           "mrope": [16, 24, 24], "grid": 32},  # 448 px: 32 x 32 patches of 14, 256 tokens
+    "tiny": {"text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 152064},
+             "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                        "out_hidden_size": 64, "window_size": 112,
+                        "fullatt_block_indexes": [1]},
+             "mrope": [2, 3, 3], "grid": 8},
+}
+QWEN_TOKENS = {"image": 151655, "vision_start": 151652, "vision_end": 151653, "eos": 151645}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
@@ -124,18 +149,34 @@ def make_batch(batch: int, text: int, answer: int, generator: torch.Generator,
     return {k: v.pin_memory() for k, v in out.items()} if pin else out
 
 
-def time_steps(step, steps: int, warmup: int) -> list[float]:
-    """Milliseconds of each of `steps` calls of `step()` after `warmup` calls (CUDA events)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
+class Clock:
+    """Milliseconds between `start()` and `stop()`: CUDA events on a GPU, wall clock on a CPU."""
+
+    def start(self) -> None:
+        if DEVICE == "cuda":
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        else:
+            self.begin = time.perf_counter()
+
+    def stop(self) -> float:
+        if DEVICE != "cuda":
+            return (time.perf_counter() - self.begin) * 1e3
+        end = torch.cuda.Event(enable_timing=True)
         end.record()
         torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        return self.begin.elapsed_time(end)
+
+
+def time_steps(step, steps: int, warmup: int) -> list[float]:
+    """Milliseconds of each of `steps` calls of `step()` after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    times, clock = [], Clock()
+    for _ in range(steps):
+        clock.start()
+        step()
+        times.append(clock.stop())
     return times
 
 
@@ -158,7 +199,7 @@ class PlainLoRA:
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, fused=True)
 
     def step(self) -> None:
-        batch = {k: v.cuda(non_blocking=True) for k, v in self.batch.items()}
+        batch = {k: v.to(DEVICE, non_blocking=True) for k, v in self.batch.items()}
         loss = self.model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -174,13 +215,13 @@ class McL:
     Lightning Trainer exactly as the loop does (timed by a callback)."""
 
     def __init__(self, model, name: str, batch: dict, options: dict,
-                 checkpointing: bool = False):
+                 checkpointing: bool = False, backbone_cls=None):
         from mcl.backbones.llava import LlavaBackbone
         from mcl.strategies import build_strategy
 
         if checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
-        self.backbone = LlavaBackbone(model, Processor(), name="bench")
+        self.backbone = (backbone_cls or LlavaBackbone)(model, Processor(), name="bench")
         self.strategy = build_strategy(name, **options)
         self.strategy.setup(self.backbone)
         self.batch = batch
@@ -211,18 +252,17 @@ class McL:
         times: list[float] = []
 
         class Timer(L.Callback):
+            clock = Clock()
+
             def on_train_batch_start(self, *args):
-                self.start = torch.cuda.Event(enable_timing=True)
-                self.start.record()
+                self.clock.start()
 
             def on_train_batch_end(self, *args):
-                end = torch.cuda.Event(enable_timing=True)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(self.start.elapsed_time(end))
+                times.append(self.clock.stop())
 
         loader = DataLoader([self.batch] * (steps + warmup), batch_size=None)
-        trainer = L.Trainer(accelerator="gpu", devices=1, precision="32-true",
+        trainer = L.Trainer(accelerator="gpu" if DEVICE == "cuda" else "cpu", devices=1,
+                            precision="32-true",
                             max_steps=steps + warmup, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False,
                             gradient_clip_val=1.0, callbacks=[Timer()])
@@ -247,7 +287,102 @@ def ratio(medians: dict[str, list], name: str, reference: str) -> tuple[float, l
 def release() -> None:
     """Give the memory of dropped models back before the next one is built."""
     gc.collect()
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def build_qwen(shape: dict):
+    """Qwen2.5-VL of `shape` with random bf16 weights (fp32 on a CPU), SDPA attention."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text = {**shape["text"], "max_position_embeddings": 32768, "tie_word_embeddings": False,
+            "rope_parameters": {"rope_type": "default", "mrope_section": shape["mrope"],
+                                "rope_theta": 1000000.0}}
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config={**shape["vision"], "patch_size": 14,
+                                         "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=QWEN_TOKENS["image"], vision_start_token_id=QWEN_TOKENS["vision_start"],
+        vision_end_token_id=QWEN_TOKENS["vision_end"])
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    with torch.device(DEVICE):
+        torch.set_default_dtype(dtype)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+        torch.set_default_dtype(torch.float32)
+    return model
+
+
+def make_qwen_batches(batch: int, text: int, answer: int, grid: int,
+                      generator: torch.Generator) -> tuple[dict, dict]:
+    """One batch twice: as the model takes it (pixel rows of all images concatenated, as
+    Qwen2.5-VL's processor gives them) for the plain loop, and as mcl's Qwen2VlBackbone
+    collates it (sample-first, `<key>_rows`) for mcl's step."""
+    tokens = grid * grid // 4  # after the 2 x 2 merger
+    prompt = torch.randint(3, 151000, (batch, 2 + tokens + text), generator=generator)
+    prompt[:, 0] = QWEN_TOKENS["vision_start"]
+    prompt[:, 1 : 1 + tokens] = QWEN_TOKENS["image"]
+    prompt[:, 1 + tokens] = QWEN_TOKENS["vision_end"]
+    answers = torch.randint(3, 151000, (batch, answer), generator=generator)
+    ids = torch.cat([prompt, answers], 1)
+    labels = torch.full_like(ids, -100)
+    labels[:, -answer:] = answers
+    types = torch.zeros_like(ids, dtype=torch.int32)
+    types[:, 1 : 1 + tokens] = 1  # image positions, for M-RoPE
+    rows = torch.randn(batch, grid * grid, 3 * 2 * 14 * 14, generator=generator)
+    thw = torch.tensor([[1, grid, grid]] * batch)
+    text_part = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+                 "mm_token_type_ids": types}
+    plain = {**text_part, "pixel_values": rows.flatten(0, 1), "image_grid_thw": thw}
+    mcl = {**text_part, "pixel_values": rows, "pixel_values_rows": torch.full((batch,), grid**2),
+           "image_grid_thw": thw[:, None], "image_grid_thw_rows": torch.ones(batch, dtype=int)}
+    pin = DEVICE == "cuda"
+    return tuple({k: v.pin_memory() if pin else v for k, v in b.items()} for b in (plain, mcl))
+
+
+def main_qwen(args) -> str:
+    """mcl `lora` on Qwen2.5-VL against the plain transformers + peft loop, interleaved."""
+    from mcl.backbones.vlm import Qwen2VlBackbone
+
+    shape = QWEN_PRESETS[args.preset]
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU"
+    peak = matmul_tflops() if DEVICE == "cuda" else None
+    plain, mine = make_qwen_batches(args.batch, args.text, args.answer, shape["grid"],
+                                    torch.Generator().manual_seed(0))
+    tokens = plain["input_ids"].numel()
+    reference = PlainLoRA(build_qwen(shape), plain, r=8)
+    n_params = sum(p.numel() for p in reference.model.parameters())
+    reference.block(1, 1)
+    mcl = McL(build_qwen(shape), "lora", mine, {"r": 8, "alpha": 16},
+              backbone_cls=Qwen2VlBackbone)
+    mcl.block(1, 1)
+    medians = interleaved({"plain": reference, "mcl": mcl}, args.rounds, args.steps,
+                          args.warmup)
+
+    def row(label: str, ms: float, vs: str) -> str:
+        mfu = ("n/a", "n/a") if peak is None else tuple(
+            f"{100 * k * n_params * tokens / (ms / 1e3) / 1e12 / peak:.1f}" for k in (6, 4))
+        return (f"| {label} | {ms:.1f} | {vs} | {args.batch / ms * 1e3:.1f} | "
+                f"{tokens / ms * 1e3:,.0f} | | {mfu[0]} | {mfu[1]} |")
+
+    r, per_round = ratio(medians, "mcl", "plain")
+    return "\n".join([
+        f"device: {device}; model: Qwen2.5-VL architecture ({args.preset} preset: LM hidden "
+        f"{shape['text']['hidden_size']}, {shape['text']['num_hidden_layers']} layers, ViT of "
+        f"{shape['vision']['depth']} blocks), {n_params / 1e9:.2f} B parameters, random "
+        f"weights, SDPA attention; batch {args.batch} x {tokens // args.batch} tokens "
+        f"({shape['grid'] ** 2 // 4} image); {args.rounds} interleaved rounds of {args.steps} "
+        f"steps after {args.warmup} warm-up. `vs plain LoRA`: median of per-round ratios "
+        "(each round in brackets).",
+        "",
+        "| training step | ms | vs plain LoRA | samples/s | tokens/s | peak GiB | MFU 6NT % "
+        "| MFU 4NT % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        row("plain transformers + peft LoRA (reference)", statistics.median(medians["plain"]),
+            "1.000"),
+        row("mcl lora", statistics.median(medians["mcl"]),
+            f"{r:.3f} ({', '.join(f'{x:.3f}' for x in per_round)})"),
+    ])
 
 
 def generation_rate(backbone, batch: dict, new_tokens: int, one_at_a_time: bool = False
@@ -426,7 +561,8 @@ def decode_only(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="1b")
+    parser.add_argument("--arch", choices=["llava", "qwen2_5_vl"], default="llava")
+    parser.add_argument("--preset", choices=sorted(PRESETS | QWEN_PRESETS), default="1b")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--text", type=int, default=64)
     parser.add_argument("--answer", type=int, default=32)
@@ -447,9 +583,18 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="the decode table at a toy size on the CPU (implies --decode-only)")
     args = parser.parse_args()
+    if args.arch == "qwen2_5_vl":
+        if args.preset not in QWEN_PRESETS:
+            parser.error(f"--arch qwen2_5_vl takes --preset {sorted(QWEN_PRESETS)}")
+        text = main_qwen(args)
+        args.out.write_text(text + "\n")
+        print(text)
+        return
     if args.tiny or args.decode_only:
         decode_only(args)
         return
+    if args.preset not in PRESETS:
+        parser.error(f"--arch llava takes --preset {sorted(PRESETS)}")
     from mcl.backbones.llava import LlavaBackbone
     from mcl.strategies import build_strategy
 

@@ -52,3 +52,43 @@ def check_run(strategy: ContinualStrategy, backbone: BackboneSpec, stream: Strea
         check_family(backbone.family, backbone.name, stream.name, stream.tasks)
     if trainer_strategy is not None:
         check_trainer(strategy, trainer_strategy)
+
+
+def method_table(backbones: Mapping[str, BackboneSpec], family: str = "instruction") -> str:
+    """A Markdown table: which registered methods of `family` run on which backbone (by
+    `check_backbone`, the check every run makes), a refusal's missing capabilities named."""
+    from mcl.strategies import STRATEGIES
+
+    methods = sorted(n for n, cls in STRATEGIES.items() if family in cls.families)
+    rows = ["| backbone | " + " | ".join(methods) + " |",
+            "| --- |" + " --- |" * len(methods)]
+    for name, spec in backbones.items():
+        cells = []
+        for method in methods:
+            missing = sorted(STRATEGIES[method].requires - spec.capabilities)
+            cells.append("yes" if not missing else "no (" + ", ".join(missing) + ")")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def preset_specs(family: str = "instruction", tiny: bool = False) -> dict[str, BackboneSpec]:
+    """The specs of the backbone presets in conf/backbone of `family` (stand-ins and other
+    tiny presets left out unless `tiny`), by preset name."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    specs = {}
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for path in sorted((conf / "backbone").glob("*.yaml")):
+            node = compose(config_name="config", overrides=[f"backbone={path.stem}"]).backbone
+            spec = backbone_spec(node)
+            small = path.stem.startswith("tiny_") or node.get("tiny") is not None
+            if spec.family == family and (tiny or not small):
+                specs[path.stem] = spec
+    return specs
+
+
+if __name__ == "__main__":  # the README's table: python -m mcl.compatibility
+    print(method_table(preset_specs()))

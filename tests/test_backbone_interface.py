@@ -12,7 +12,9 @@ from hydra.utils import instantiate
 from mcl.backbones.base import CAPABILITY_MEMBERS, Backbone, BackboneSpec, MissingCapability
 from mcl.compatibility import backbone_spec
 
-MICRO = ["tiny_llava_micro", "tiny_clip_micro", "tiny_vit_micro"]
+MICRO = ["tiny_llava_micro", "tiny_clip_micro", "tiny_vit_micro", "tiny_llava_next",
+         "tiny_llava_onevision", "tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_internvl",
+         "tiny_idefics3"]
 
 
 @pytest.mark.parametrize("name", MICRO)

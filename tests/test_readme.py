@@ -72,3 +72,10 @@ def _defaults(config: dict) -> list[str]:
     """Package names the YAML's defaults list adds (`/backbone@booster: ...` adds `booster`)."""
     entries = config.get("defaults", [])
     return [next(iter(e)) for e in entries if isinstance(e, dict)]
+
+
+def test_readme_backbone_table_is_the_compatibility_check():
+    """The README's method x backbone table is what `python -m mcl.compatibility` prints."""
+    from mcl.compatibility import method_table, preset_specs
+
+    assert method_table(preset_specs()) in (ROOT / "README.md").read_text()

@@ -46,9 +46,16 @@ already in place of the image tokens (as many as the model uses for each image: 
 576, others vary per image: a strategy never assumes a count, it reads positions from the masks);
 `forward_embeds(inputs_embeds, attention_mask, labels=None)` and
 `generate_embeds(inputs_embeds, attention_mask) -> list[str]` run a (possibly extended)
-sequence; `instruction_mask(batch)` is True at the prompt's text tokens (no image, padding or
-answer token), `image_mask(batch)` at the image-feature positions. Labels are IGNORE_INDEX
-outside the answer. `text_context_length` (positions the language model takes).
+sequence. Labels are IGNORE_INDEX outside the answer. `text_context_length` (positions the
+language model takes).
+
+`Capability.TOKEN_MASKS` (instruction family): `instruction_mask(batch)` is True at the prompt's
+text tokens (no image block, padding or answer token), `image_mask(batch)` at the image-feature
+positions. Separate from EMBEDS: a backbone that cannot run from input embeddings (Qwen2-VL) can
+still say which tokens are the instruction.
+
+`limitations` (class-level, {capability: why}): why a backbone lacks a capability, for the
+compatibility check's refusal.
 
 `Capability.DECODER_LAYERS`: `decoder_layers() -> nn.ModuleList`, the language model's layers in
 order (for methods that hook or wrap a projection of every layer).
@@ -98,6 +105,7 @@ class Capability(StrEnum):
     LINEAR_LAYERS = "linear_layers"
     INPUT_EMBEDDINGS = "input_embeddings"
     EMBEDS = "embeds"
+    TOKEN_MASKS = "token_masks"
     DECODER_LAYERS = "decoder_layers"
     GENERATE = "generate"
     VISION_PROMPTS = "vision_prompts"
@@ -109,8 +117,8 @@ CAPABILITY_MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.PARTS: ("parts",),
     Capability.LINEAR_LAYERS: ("adapter_root",),
     Capability.INPUT_EMBEDDINGS: ("input_embeddings", "tokenizer"),
-    Capability.EMBEDS: ("embed", "forward_embeds", "generate_embeds", "instruction_mask",
-                        "image_mask", "text_context_length"),
+    Capability.EMBEDS: ("embed", "forward_embeds", "generate_embeds", "text_context_length"),
+    Capability.TOKEN_MASKS: ("instruction_mask", "image_mask"),
     Capability.DECODER_LAYERS: ("decoder_layers",),
     Capability.GENERATE: (),
     Capability.VISION_PROMPTS: ("hidden_size", "num_layers", "feature_dim", "image_size",
@@ -132,6 +140,7 @@ class BackboneSpec:
     family: Family
     capabilities: frozenset[str]
     part_names: tuple[str, ...]
+    limitations: tuple[tuple[str, str], ...] = ()  # (capability, why it is missing)
 
     @classmethod
     def of(cls, backbone_cls: type[Backbone], name: str) -> BackboneSpec:
@@ -139,7 +148,8 @@ class BackboneSpec:
             raise ValueError(f"backbone {name!r}: {backbone_cls!r} is not an mcl backbone "
                              "(a subclass of mcl.backbones.base.Backbone)")
         return cls(name, backbone_cls.family, frozenset(backbone_cls.capabilities),
-                   tuple(backbone_cls.part_names))
+                   tuple(backbone_cls.part_names),
+                   tuple(sorted(backbone_cls.limitations.items())))
 
     @classmethod
     def of_target(cls, target: str, name: str) -> BackboneSpec:
@@ -165,13 +175,13 @@ class Backbone(nn.Module, ABC):
     family: ClassVar[Family]
     capabilities: ClassVar[frozenset[str]] = frozenset()
     part_names: ClassVar[tuple[str, ...]] = ()
+    limitations: ClassVar[dict[str, str]] = {}
     IGNORE_INDEX: ClassVar[int] = IGNORE_INDEX
     name: str
 
     @property
     def spec(self) -> BackboneSpec:
-        return BackboneSpec(self.name, self.family, frozenset(self.capabilities),
-                            tuple(self.part_names))
+        return BackboneSpec.of(type(self), self.name)
 
     # ------------------------------------------------------------------ every backbone
 
@@ -265,10 +275,10 @@ class Backbone(nn.Module, ABC):
         raise _missing(self, "generate_embeds", Capability.EMBEDS)
 
     def instruction_mask(self, batch: dict) -> torch.Tensor:
-        raise _missing(self, "instruction_mask", Capability.EMBEDS)
+        raise _missing(self, "instruction_mask", Capability.TOKEN_MASKS)
 
     def image_mask(self, batch: dict) -> torch.Tensor:
-        raise _missing(self, "image_mask", Capability.EMBEDS)
+        raise _missing(self, "image_mask", Capability.TOKEN_MASKS)
 
     def decoder_layers(self) -> nn.ModuleList:
         raise _missing(self, "decoder_layers", Capability.DECODER_LAYERS)

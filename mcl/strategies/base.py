@@ -99,9 +99,10 @@ class ContinualStrategy(nn.Module):
         spec = _spec(backbone)
         missing = self.requires - spec.capabilities
         if missing:
+            why = "".join(f" ({c}: {reason})" for c, reason in spec.limitations if c in missing)
             raise ValueError(
                 f"method {self.name!r} cannot run on backbone {spec.name!r}: it needs the "
-                f"capabilities {sorted(missing)}, which this backbone does not expose")
+                f"capabilities {sorted(missing)}, which this backbone does not expose{why}")
         if spec.family not in self.families:
             raise ValueError(
                 f"method {self.name!r} supports {sorted(self.families)} backbones, but "

@@ -139,7 +139,8 @@ def target_linear(layer: nn.Module, target: str) -> nn.Linear:
 class ContinualLlava(ContinualStrategy):
     """Frozen LVLM + instruction-selected intrinsic and cross-task contextual increments."""
 
-    requires = frozenset({Capability.INPUT_EMBEDDINGS, Capability.DECODER_LAYERS})
+    requires = frozenset({Capability.INPUT_EMBEDDINGS, Capability.DECODER_LAYERS,
+                          Capability.TOKEN_MASKS})
 
     def __init__(self, *, pool_size: int, top_m: int, rank: int, target: str, max_tasks: int,
                  align_epochs: int, instruction_encoder: str | None, **kwargs) -> None:

@@ -101,7 +101,7 @@ class FwdPrompt(ContinualStrategy):
     """Prompt pool on a frozen backbone with subspace-projected prompt gradients."""
 
     shardable = False  # projects the prompts' whole gradient and update
-    requires = frozenset({"embeds", "input_embeddings"})
+    requires = frozenset({"embeds", "input_embeddings", "token_masks"})
 
     def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
                  task_threshold: float, pretrained_threshold: float, svd_batch_size: int,
