@@ -68,6 +68,10 @@ class Sefe(PartsStrategy):
 
     requires = frozenset({"linear_layers"})
     families = frozenset({"instruction", "classification"})
+    # The penalty reads the adapters of every layer in `loss`, outside the layers' forward, where
+    # FSDP holds only each rank's shard of them (the official code computes it inside the decoder
+    # layer's forward; mcl keeps the backbone's layers unmodified).
+    shardable = False
 
     def __init__(self, *, r: int, alpha: float, key_fraction: float, reg_weight: float,
                  **kwargs) -> None:
