@@ -8,7 +8,8 @@ One script for one device call. Builds LLaVA-1.5-architecture models with random
 Vicuna-7B's shape, `1b` the same architecture at 1.26 B parameters), then measures:
 - the bf16 matmul rate of this GPU (8192^3 products), the MFU reference;
 - the reference: a hand-written loop of plain transformers + peft LoRA on the LM's linear layers;
-- mcl's `lora`, `fwd_prompt`, `continual_llava` and `rank_selective_lora` through mcl's
+- mcl's `lora`, `fwd_prompt`, `continual_llava`, `rank_selective_lora`, `hide_llava`,
+  `modal_prompt` and `sefe` (on its second task: RegLoRA's penalty active) through mcl's
   Lightning module, exactly as the loop trains, at the same batch and sequence;
 - CoDyRA against its equal-work reference: plain peft LoRA of its rank on the same layers
   (vision tower, projector and LM), since it trains adapters in the vision tower too;
@@ -171,6 +172,8 @@ class McL:
             d = model.config.text_config.hidden_size
             self.strategy.task_grams = lambda samples: (torch.eye(d)[:, :64] @ torch.eye(d)[:64],
                                                         ) * 2
+        if name == "sefe":  # a finished first task, so RegLoRA's penalty on its keys is timed
+            self.strategy.after_task(task, 0)
         try:
             self.strategy.before_task(task, 1)
         except Exception:  # a hook that needs real samples: its step-time state is already set
@@ -260,7 +263,8 @@ def main() -> None:
     parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--methods", nargs="*",
                         default=["lora", "fwd_prompt", "continual_llava", "rank_selective_lora",
-                                 "rank_selective_lora:llm", "lora+checkpointing"],
+                                 "rank_selective_lora:llm", "hide_llava", "modal_prompt", "sefe",
+                                 "lora+checkpointing"],
                         help="mcl methods; `name:part/part` limits adapters to those parts, "
                              "`name+checkpointing` turns gradient checkpointing on")
     parser.add_argument("--out", type=Path, default=Path("bench_gpu.md"))

@@ -19,12 +19,15 @@ from pathlib import Path
 from sweep import ROOT, method_choices, sweep_and_report
 
 SEED_METHODS = ["fwd_prompt", "continual_llava", "rank_selective_lora"]
+# Baselines of issue 12 (each with its conf/experiment/<name>_tiny.yaml).
+BASELINES = ["hide_llava", "modal_prompt", "sefe"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+",
-                        default=["zero_shot", "finetune", "lora", "joint", *SEED_METHODS])
+                        default=["zero_shot", "finetune", "lora", "joint", *SEED_METHODS,
+                                 *BASELINES])
     parser.add_argument("--streams", nargs="+",
                         default=["toy_domain", "toy_capability", "toy_dataset"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])

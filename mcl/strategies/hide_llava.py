@@ -20,16 +20,17 @@ code, Ghy0501/HiDe-LLaVA (also MCITlib's HiDe, the same files): HiDe/peft/tuners
   anchors (prototypes). An anchor is the mean of its task's training features (the code keeps a
   running mean over the training forward passes).
 
-Departures: the features are the frozen LM input embeddings pooled over the image-feature and
-instruction positions (`mcl.strategies.guide_features`) instead of CLIP ViT-L/14-336's image and
-text embeddings, which the backbone interface does not expose; the anchors are computed in one
-pass over the task's training samples after it (the official running mean over the forward
-passes equals it when every epoch sees each sample once); routing covers the tasks trained so far
-(the code's softmax also covers the `expert_num - t - 1` untrained experts with random anchors,
-whose B = 0 adds nothing but takes a share of the weights); the eval batch may hold several
-samples, each routed by its own features (the code evaluates one at a time); the projector stays
-frozen (LLaVA's LoRA recipe trains it at 2e-5, mcl's LoRA methods leave it), and the learning
-rate is constant (mcl's LoRA default; the scripts warm up 3% and decay by cosine).
+Departures: by default (`clip_encoder: null`) the features are the frozen LM input embeddings
+pooled over the image-feature and instruction positions (`mcl.strategies.guide_features`)
+instead of CLIP ViT-L/14-336's image and text embeddings, which the backbone interface does not
+expose; `clip_encoder=<local CLIP directory>` uses the paper's CLIP features; the anchors are
+computed in one pass over the task's training samples after it (the official running mean over
+the forward passes equals it when every epoch sees each sample once); routing covers the tasks
+trained so far (the code's softmax also covers the `expert_num - t - 1` untrained experts with
+random anchors, whose B = 0 adds nothing but takes a share of the weights); the eval batch may
+hold several samples, each routed by its own features (the code evaluates one at a time); the
+projector stays frozen (LLaVA's LoRA recipe trains it at 2e-5, mcl's LoRA methods leave it), and
+the learning rate is constant (mcl's LoRA default; the scripts warm up 3% and decay by cosine).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from torch import nn
 from mcl.backbones.base import Capability
 from mcl.data.task import EncodedSamples, Task
 from mcl.strategies.base import PartsStrategy, register
-from mcl.strategies.guide_features import guide_features
+from mcl.strategies.guide_features import make_guide
 
 
 def routing_weights(image: torch.Tensor, text: torch.Tensor, image_anchors: torch.Tensor,
@@ -95,7 +96,7 @@ class HideLlava(PartsStrategy):
     families = frozenset({"instruction"})
 
     def __init__(self, *, r: int, alpha: float, dropout: float, max_tasks: int,
-                 temperature: float, **kwargs) -> None:
+                 temperature: float, clip_encoder: str | None, **kwargs) -> None:
         super().__init__(**kwargs)
         if r <= 0 or max_tasks <= 0:
             raise ValueError(f"method.r and method.max_tasks must be positive, got {r}, "
@@ -108,6 +109,7 @@ class HideLlava(PartsStrategy):
                              "finished tasks' experts. HiDe's recipe uses 0 (--weight_decay 0.)")
         self.r, self.scaling, self.dropout = r, alpha / r, dropout
         self.max_tasks, self.temperature = max_tasks, temperature
+        self.guide = make_guide(clip_encoder)  # the routing features (module docstring)
         self.experts = nn.ModuleDict()  # per wrapped layer (dots of its name as "__")
         self.top: set[str] = set()  # the wrapped layers inside the top decoder layer
         self.task = 0  # the task being trained, or the last one trained
@@ -132,9 +134,9 @@ class HideLlava(PartsStrategy):
             raise ValueError(f"hide_llava found no trained linear layer in the top decoder layer "
                              f"of {backbone.name!r}; method.parts must include the language "
                              "model (llm)")
-        width = backbone.input_embeddings().embedding_dim
-        self.image_anchors = torch.zeros(self.max_tasks, width)
-        self.text_anchors = torch.zeros(self.max_tasks, width)
+        image_dim, text_dim = self.guide.dims(backbone)
+        self.image_anchors = torch.zeros(self.max_tasks, image_dim)
+        self.text_anchors = torch.zeros(self.max_tasks, text_dim)
         for p in self.trainable_parameters():
             p.requires_grad_(True)
 
@@ -163,7 +165,7 @@ class HideLlava(PartsStrategy):
 
     def routing(self, batch: dict) -> torch.Tensor:
         """[B, tasks trained] weights of the top layer's experts for each sample."""
-        image, text = guide_features(self.backbone, batch)
+        image, text = self.guide(self.backbone, batch)
         t = self.trained
         return routing_weights(image, text, self.image_anchors[:t].to(image),
                                self.text_anchors[:t].to(text), self.temperature)
@@ -204,8 +206,7 @@ class HideLlava(PartsStrategy):
         image_sum = text_sum = 0.0
         for start in range(0, len(items), self.batch_size):
             batch = self.backbone.collate_train(list(items[start : start + self.batch_size]))
-            image, text = guide_features(self.backbone,
-                                         {k: v.to(device) for k, v in batch.items()})
+            image, text = self.guide(self.backbone, {k: v.to(device) for k, v in batch.items()})
             image_sum, text_sum = image_sum + image.sum(0), text_sum + text.sum(0)
         count = max(len(items), 1)
         self.image_anchors[index] = (image_sum / count).cpu()

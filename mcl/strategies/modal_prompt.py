@@ -19,13 +19,15 @@ llava/model/language_model/ModalPrompt.py, llava/train/llava_trainer.py, scripts
 - Inference: the min(T, transfer) tasks of highest coef among the T trained, least similar
   first. The prompts go right after the first token (BOS in LLaVA-1.5's template).
 
-Departures: the image and instruction features are the frozen LM input embeddings pooled over
-the image-feature and instruction positions (`mcl.strategies.guide_features`), not CLIP
-ViT-L/14-336's image embedding and text-tower output, which the backbone interface does not
-expose; the prototype therefore has the LM's width (D = H) instead of CLIP's 768. The prompts are
-the strategy's parameters put into the input embeddings (`Capability.EMBEDS`) rather than new
-rows of the tokenizer and token table (the same values, without changing the backbone's
-vocabulary). The learning rate is constant where the scripts warm up 3% and decay by cosine.
+Departures: by default (`clip_encoder: null`) the image and instruction features are the frozen
+LM input embeddings pooled over the image-feature and instruction positions
+(`mcl.strategies.guide_features`), not CLIP ViT-L/14-336's image embedding and text-tower
+output, which the backbone interface does not expose, and the prototype has the LM's width (D =
+H) instead of CLIP's 768; `clip_encoder=<local CLIP directory>` uses the paper's CLIP features.
+The prompts are the strategy's parameters put into the input embeddings (`Capability.EMBEDS`)
+rather than new rows of the tokenizer and token table (the same values, without changing the
+backbone's vocabulary). The learning rate is constant where the scripts warm up 3% and decay by
+cosine.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch import nn
 from mcl.backbones.base import IGNORE_INDEX, Capability
 from mcl.data.task import Task
 from mcl.strategies.base import ContinualStrategy, register
-from mcl.strategies.guide_features import guide_features
+from mcl.strategies.guide_features import make_guide
 
 
 def guidance(image: torch.Tensor, text: torch.Tensor, prototypes: torch.Tensor,
@@ -72,7 +74,7 @@ class ModalPrompt(ContinualStrategy):
     families = frozenset({"instruction"})
 
     def __init__(self, *, prompt_length: int, max_tasks: int, transfer: int,
-                 image_weight: float, **kwargs) -> None:
+                 image_weight: float, clip_encoder: str | None, **kwargs) -> None:
         super().__init__(**kwargs)
         if prompt_length <= 0 or max_tasks <= 0 or transfer <= 0:
             raise ValueError("method.prompt_length, method.max_tasks and method.transfer must be "
@@ -85,6 +87,7 @@ class ModalPrompt(ContinualStrategy):
                              "finished tasks' prompts. ModalPrompt's recipe uses 0")
         self.prompt_length, self.max_tasks = prompt_length, max_tasks
         self.transfer, self.image_weight = transfer, image_weight
+        self.guide = make_guide(clip_encoder)  # the guiding features (module docstring)
         self.prompts: nn.ParameterList | None = None
         self.transforms: nn.ModuleList | None = None
         self.task = 0  # the task being trained, or the last one trained
@@ -94,12 +97,17 @@ class ModalPrompt(ContinualStrategy):
         super().setup(backbone)
         table = backbone.input_embeddings().weight
         width = table.shape[1]
+        image_dim, text_dim = self.guide.dims(backbone)
+        if image_dim != text_dim:
+            raise ValueError(f"modal_prompt compares image ({image_dim}) and text ({text_dim}) "
+                             "features with one prototype per task: method.clip_encoder must "
+                             "give both the same width (CLIP ViT-L/14: 768 and 768)")
         # ModalPrompt.py add_prompt_tokens: each prompt row a copy of a random vocabulary row.
         rows = torch.randint(table.shape[0], (self.max_tasks, self.prompt_length))
         self.prompts = nn.ParameterList(nn.Parameter(table[r.to(table.device)].detach().clone())
                                         for r in rows)
         self.transforms = nn.ModuleList(
-            nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+            nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, image_dim))
             for _ in range(self.max_tasks)).to(device=table.device, dtype=table.dtype)
         for p in self.trainable_parameters():
             p.requires_grad_(True)
@@ -124,7 +132,7 @@ class ModalPrompt(ContinualStrategy):
         attention mask and labels, and (training) the prototype alignment loss."""
         backbone = self.backbone
         embeds = backbone.embed(batch)
-        image, text = guide_features(backbone, batch, embeds)
+        image, text = self.guide(backbone, batch, embeds)
         count = self.task + 1 if training else self.trained
         with torch.no_grad():  # selection only: the earlier tasks stay frozen
             protos = torch.stack([self.prototype(i) for i in range(count)]).float()
