@@ -55,11 +55,11 @@ def key_entries(delta: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def key_penalty(lora_a: torch.Tensor, lora_b: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """mean |(B A)[keys]| over the flat indices `keys` of the (out x in) update, computed entry by
-    entry (B[i] . A[:, j]) so the dense update is never formed."""
-    rows, cols = keys // lora_a.shape[1], keys % lora_a.shape[1]
-    entries = (lora_b[rows] * lora_a[:, cols].T).sum(-1)
-    return entries.abs().mean()
+    """mean |(B A)[keys]| over the flat indices `keys` of the (out x in) update. The update is
+    formed densely, one layer at a time, as the official code does: autograd keeps only A, B and
+    the indices, where gathering rows of B and columns of A per key would keep 2 x rank values
+    per key (gigabytes for 2% of a 7B model's weights)."""
+    return (lora_b @ lora_a).flatten()[keys].abs().mean()
 
 
 @register("sefe")
