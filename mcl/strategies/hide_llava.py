@@ -72,11 +72,10 @@ class TaskExperts(nn.Module):
     def expert(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return x @ self.lora_A[task].T @ self.lora_B[task].T
 
-    def fused(self, x: torch.Tensor, tasks: int) -> torch.Tensor:
-        """(sum_i B_i)(sum_i A_i) x over the first `tasks` experts."""
-        down = torch.stack(list(self.lora_A[:tasks])).sum(0)
-        up = torch.stack(list(self.lora_B[:tasks])).sum(0)
-        return x @ down.T @ up.T
+    def fused(self, tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum_i A_i, sum_i B_i) over the first `tasks` experts."""
+        return (torch.stack(list(self.lora_A[:tasks])).sum(0),
+                torch.stack(list(self.lora_B[:tasks])).sum(0))
 
     def routed(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_i w[b, i] B_i A_i x[b] over the experts weights covers ([B, T])."""
@@ -117,6 +116,7 @@ class HideLlava(PartsStrategy):
         self.image_anchors: torch.Tensor | None = None  # [max_tasks, H]
         self.text_anchors: torch.Tensor | None = None
         self._mode: tuple | None = None  # set only inside forward / generate
+        self._fused: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # inside one call
 
     def setup(self, backbone) -> None:
         super().setup(backbone)
@@ -157,8 +157,11 @@ class HideLlava(PartsStrategy):
                 delta = experts.expert(x, self.task)
             elif key in self.top:
                 delta = experts.routed(x, self._mode[1])
-            else:
-                delta = experts.fused(x, self.trained)
+            else:  # summed once per forward / generate call, not once per generated token
+                if key not in self._fused:
+                    self._fused[key] = experts.fused(self.trained)
+                down, up = self._fused[key]
+                delta = x @ down.T @ up.T
             return output + (self.scaling * delta).to(output.dtype)
 
         return hook
@@ -179,6 +182,7 @@ class HideLlava(PartsStrategy):
             yield
         finally:
             self._mode = None
+            self._fused = {}
 
     def forward(self, batch: dict):
         with self._experts(batch, train=self.backbone.training):
