@@ -13,9 +13,9 @@ Vicuna-7B's shape, `1b` the same architecture at 1.26 B parameters), then measur
 - the bf16 matmul rate of this GPU (8192^3 products), the MFU reference;
 - the reference: a hand-written loop of plain transformers + peft LoRA on the LM's linear layers;
 - mcl's `lora`, `fwd_prompt`, `continual_llava`, `rank_selective_lora` and the MCIT baselines
-  `moe_lora`, `replay`, `o_lora`, `ewc`, `lwf` (at a second task, their mechanism on: old
-  adapter, Fisher, teacher) through mcl's Lightning module, exactly as the loop trains, at the
-  same batch and sequence;
+  `moe_lora`, `replay`, `o_lora`, `ewc`, `lwf`, `hide_llava`, `modal_prompt`, `sefe` (at a
+  second task, their mechanism on: old adapter, Fisher, teacher, RegLoRA's penalty) through
+  mcl's Lightning module, exactly as the loop trains, at the same batch and sequence;
 - CoDyRA against its equal-work reference: plain peft LoRA of its rank on the same layers
   (vision tower, projector and LM), since it trains adapters in the vision tower too;
 - generation: answers/s of mcl's batched greedy generation against HF `generate` one sample at
@@ -232,7 +232,8 @@ class McL:
             d = model.config.text_config.hidden_size
             self.strategy.task_grams = lambda samples: (torch.eye(d)[:, :64] @ torch.eye(d)[:64],
                                                         ) * 2
-        if name == "o_lora":  # a first task's adapter frozen: the orthogonality term is on
+        # A finished first task: O-LoRA's orthogonality term and SEFE's RegLoRA penalty are on.
+        if name in ("o_lora", "sefe"):
             self.strategy.after_task(task, 0)
         try:
             self.strategy.before_task(task, 1)  # LwF: the teacher is snapshot here
@@ -573,7 +574,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*",
                         default=["lora", "fwd_prompt", "continual_llava", "rank_selective_lora",
                                  "rank_selective_lora:llm", "lora+checkpointing", "moe_lora",
-                                 "replay", "o_lora", "ewc", "lwf"],
+                                 "replay", "o_lora", "ewc", "lwf", "hide_llava", "modal_prompt",
+                                 "sefe"],
                         help="mcl methods; `name:part/part` limits adapters to those parts, "
                              "`name+checkpointing` turns gradient checkpointing on")
     parser.add_argument("--out", type=Path, default=Path("bench_gpu.md"))

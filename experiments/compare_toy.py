@@ -19,8 +19,8 @@ from pathlib import Path
 from sweep import ROOT, method_choices, sweep_and_report
 
 SEED_METHODS = ["fwd_prompt", "continual_llava", "rank_selective_lora"]
-# The MCIT baselines (issue 12), each with its _tiny preset.
-BASELINES = ["moe_lora", "replay", "o_lora", "ewc", "lwf"]
+# The MCIT baselines (issue 12), each with its conf/experiment/<name>_tiny.yaml.
+BASELINES = ["moe_lora", "replay", "o_lora", "ewc", "lwf", "hide_llava", "modal_prompt", "sefe"]
 
 
 def main() -> None:
