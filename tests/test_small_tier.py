@@ -37,3 +37,19 @@ def test_clip_text_positions_default_32_and_settable() -> None:
     micro["text"]["max_position_embeddings"] = 77
     assert tiny_clip.build_model(micro, processor).config.text_config.max_position_embeddings \
         == 77
+
+
+def test_small_tier_selects_small_presets_first() -> None:
+    from sweep import method_choices, tier_presets
+
+    assert tier_presets("tiny", ("_clip", "_tiny")) == ("_clip", "_tiny")
+    assert tier_presets("small", ("_clip", "_tiny")) == ("_clip_small", "_small", "_clip",
+                                                         "_tiny")
+    # Classification: CoDyRA's and PromptFusion's small presets; L2P keeps its tiny one.
+    assert method_choices(["rank_selective_lora", "prompt_fusion", "l2p", "zero_shot"],
+                          tier_presets("small", ("_clip", "_tiny"))) == [
+        "method=zero_shot",
+        "experiment=rank_selective_lora_clip_small,prompt_fusion_small,l2p_tiny"]
+    # Instruction: CoDyRA's small preset, Fwd-Prompt's tiny one (no small preset).
+    assert method_choices(["rank_selective_lora", "fwd_prompt"], tier_presets("small", ("_tiny",))
+                          ) == ["experiment=rank_selective_lora_small,fwd_prompt_tiny"]
