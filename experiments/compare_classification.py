@@ -11,7 +11,8 @@ are reused, as a re-run resumes), then `python -m mcl.report` on it: report.md, 
 plots/ beside the runs. Each method runs with its toy classification preset, the first of
 `experiment=<method>_clip`, `experiment=<method>_tiny` that exists in conf/experiment/, else with
 `method=<method>`; `--tier small` (GPU: experiments/small_tier_gpu.sh) takes backbone small_clip
-and tries `<method>_clip_small`, `<method>_small` first; a method that is not registered (or has no config) is skipped with a message.
+and tries `<method>_clip_small`, `<method>_small` first; a method that is not registered (or has
+no config) is skipped with a message.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ if [[ "${1:-}" == "--dry" ]]; then
   TOY_METHODS="zero_shot finetune rank_selective_lora fwd_prompt"
   CLS_METHODS="zero_shot lora rank_selective_lora"
   JOBS=2 GPU_ARGS=() ABL_STREAM="stream=toy_micro"
-  # The micro models' 32 text positions and the micro steps: a smoke test, numbers meaningless.
+  # A smoke test of the pipeline, numbers meaningless: one epoch in the ablation sweeps.
   EXTRA=(method.epochs=1)
 else
   LLAVA=small_llava CLIP=small_clip VIT=small_vit
@@ -75,11 +75,11 @@ stamp "comparisons and ablations, $JOBS jobs each"
 # shellcheck disable=SC2086
 sweep compare_toy_small $PY experiments/compare_toy.py --tier small --backbone "$LLAVA" \
   --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$JOBS" \
-  --out "$WORK/compare_toy_small" "${GPU_ARGS[@]}" "${EXTRA[@]}" &
+  --out "$WORK/compare_toy_small" "${GPU_ARGS[@]}" &
 # shellcheck disable=SC2086
 sweep compare_classification_small $PY experiments/compare_classification.py --tier small \
   --backbone "$CLIP" --methods $CLS_METHODS --streams $CLS_STREAMS --seeds $SEEDS \
-  --jobs "$JOBS" --out "$WORK/compare_classification_small" "${GPU_ARGS[@]}" "${EXTRA[@]}" &
+  --jobs "$JOBS" --out "$WORK/compare_classification_small" "${GPU_ARGS[@]}" &
 # Ablations (a) and (b) at the small tier, toy_dataset, seed 0: Fwd-Prompt with fewer protected
 # directions / the whole embedding span allowed; CoDyRA's tiny preset (~96 steps, scaled kappa)
 # against the official 500-iteration one (the comparison above runs the latter).
