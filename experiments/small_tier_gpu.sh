@@ -21,6 +21,9 @@ SEEDS=${SEEDS:-0}
 BUDGET_S=${BUDGET_S:-390}
 mkdir -p "$OUT" "$WORK"
 PY=${PYTHON:-python}
+# This checkout's mcl and conf/, also for the scripts run from experiments/ (whose own folder,
+# not the checkout, is first on their path).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ "${1:-}" == "--dry" ]]; then
   LLAVA=tiny_llava_micro CLIP=tiny_clip_micro VIT=tiny_vit_micro
