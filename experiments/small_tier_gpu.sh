@@ -41,6 +41,8 @@ else
   CLS_METHODS="prompt_fusion rank_selective_lora l2p dualprompt coda_prompt finetune lora joint zero_shot"
   JOBS=8 GPU_ARGS=(trainer=gpu "hydra.launcher.gpus=[0,0,0,0,0,0,0,0]") ABL_STREAM="stream=toy_dataset"
   EXTRA=()
+  # 22 jobs share 16 cores: one CPU thread each (the GPU does the work).
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 fi
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
@@ -71,8 +73,12 @@ sweep() {  # name, command...: run under the time budget, then write its report
   local name=$1; shift
   timeout -s INT "$BUDGET_S" "$@" > "$WORK/$name.log" 2>&1
   stamp "$name: exit $? (124: stopped at the budget)"
-  $PY -m mcl.report "$WORK/$name" >> "$WORK/$name.log" 2>&1
-  cp "$WORK/$name/report.md" "$OUT/$name.md" 2>/dev/null || echo "no report for $name" >&2
+  if [[ $name == ablate_* ]]; then  # one row per run: the variants are not seeds
+    $PY experiments/ablation_table.py "$WORK/$name" > "$OUT/$name.md"
+  else
+    $PY -m mcl.report "$WORK/$name" >> "$WORK/$name.log" 2>&1
+    cp "$WORK/$name/report.md" "$OUT/$name.md" 2>/dev/null || echo "no report for $name" >&2
+  fi
 }
 stamp "comparisons and ablations, $JOBS jobs each"
 # shellcheck disable=SC2086
@@ -95,8 +101,7 @@ sweep ablate_codyra_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed
   trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_codyra_small" \
   hydra/launcher=parallel hydra.launcher.n_jobs=2 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0]}" "${EXTRA[@]}" &
 wait
-grep -h "merged" "$WORK"/ablate_codyra_small/*/console.log "$WORK"/ablate_codyra_small/*/*.log 2>/dev/null \
-  | sort -u > "$OUT/ablate_codyra_merged_ranks.txt"
+grep -r --include=run.log "ranks into" "$WORK/ablate_codyra_small" 2>/dev/null > "$OUT/ablate_codyra_merged_ranks.txt"
 { echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo CPU), $(nproc) cores"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"; echo "seeds: $SEEDS; total $(( $(date +%s) - start )) s"; } > "$OUT/machine.txt"
 stamp "done; tables in $OUT"
