@@ -10,7 +10,9 @@ multirun/compare_classification; with --jobs > 1 through hydra/launcher=parallel
 are reused, as a re-run resumes), then `python -m mcl.report` on it: report.md, report.csv and
 plots/ beside the runs. Each method runs with its toy classification preset, the first of
 `experiment=<method>_clip`, `experiment=<method>_tiny` that exists in conf/experiment/, else with
-`method=<method>`; a method that is not registered (or has no config) is skipped with a message.
+`method=<method>`; `--tier small` (GPU: experiments/small_tier_gpu.sh) takes backbone small_clip
+and tries `<method>_clip_small`, `<method>_small` first; a method that is not registered (or has
+no config) is skipped with a message.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sweep import ROOT, method_choices, sweep_and_report
+from sweep import ROOT, TIERS, method_choices, sweep_and_report, tier_presets
 
 from mcl.strategies import STRATEGIES
 
@@ -38,12 +40,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--streams", nargs="+", default=STREAMS)
-    parser.add_argument("--backbone", default="tiny_clip")
+    parser.add_argument("--tier", choices=TIERS, default="tiny",
+                        help="backbone tier: tiny_clip (CPU default) or small_clip (GPU)")
+    parser.add_argument("--backbone", default=None, help="default: <tier>_clip")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (parallel launcher)")
     parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "compare_classification")
     parser.add_argument("overrides", nargs="*", help="extra mcl.run overrides")
     args = parser.parse_args()
+    args.backbone = args.backbone or f"{args.tier}_clip"
     configs = []
     for method in args.methods:
         if method not in STRATEGIES or not (ROOT / "conf" / "method" / f"{method}.yaml").exists():
@@ -59,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run([sys.executable, "-m", "mcl.pretrain", f"backbone={args.backbone}",
                         f"hydra.run.dir={scratch}"], cwd=ROOT, check=True)
-    sys.exit(sweep_and_report(method_choices(configs, ("_clip", "_tiny")),
+    sys.exit(sweep_and_report(method_choices(configs, tier_presets(args.tier, ("_clip", "_tiny"))),
                               [f"backbone={args.backbone}", f"stream={','.join(args.streams)}"],
                               args.seeds, args.out, args.jobs, args.overrides))
 

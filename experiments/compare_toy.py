@@ -7,7 +7,9 @@
 Runs a Hydra multirun of `mcl.run` into --out (default multirun/compare_toy; with --jobs > 1
 through hydra/launcher=parallel; finished runs are reused, as a re-run resumes), then
 `python -m mcl.report` on it: report.md, report.csv and plots/ beside the runs. A method with a
-tiny scale preset (conf/experiment/<method>_tiny.yaml) runs with it.
+tiny scale preset (conf/experiment/<method>_tiny.yaml) runs with it. `--tier small` runs the
+small tier on a GPU (backbone small_llava; a method's `_small` preset first, else its `_tiny`
+one): experiments/small_tier_gpu.sh.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweep import ROOT, method_choices, sweep_and_report
+from sweep import ROOT, TIERS, method_choices, sweep_and_report, tier_presets
 
 SEED_METHODS = ["fwd_prompt", "continual_llava", "rank_selective_lora"]
 # The MCIT baselines (issue 12), each with its conf/experiment/<name>_tiny.yaml.
@@ -32,11 +34,17 @@ def main() -> None:
                         default=["toy_domain", "toy_capability", "toy_dataset"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (parallel launcher)")
+    parser.add_argument("--tier", choices=TIERS, default="tiny",
+                        help="backbone tier: tiny_llava (CPU default) or small_llava (GPU)")
+    parser.add_argument("--backbone", default=None, help="default: <tier>_llava")
     parser.add_argument("--out", type=Path, default=ROOT / "multirun" / "compare_toy")
     parser.add_argument("overrides", nargs="*", help="extra mcl.run overrides")
     args = parser.parse_args()
-    sys.exit(sweep_and_report(method_choices(args.methods, ("_tiny",)),
-                              [f"stream={','.join(args.streams)}"],
+    # The tiny tier keeps its runs' names (no backbone override) so old sweeps resume as done.
+    backbone = args.backbone or (None if args.tier == "tiny" else f"{args.tier}_llava")
+    sys.exit(sweep_and_report(method_choices(args.methods, tier_presets(args.tier, ("_tiny",))),
+                              [*([f"backbone={backbone}"] if backbone else []),
+                               f"stream={','.join(args.streams)}"],
                               args.seeds, args.out, args.jobs, args.overrides))
 
 

@@ -10,6 +10,25 @@ from mcl.report.cli import main as report
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The backbone tiers of the toy world: tiny (the CPU default) and small (issue 15: width 512,
+# for GPU tables). At the small tier a method runs with its `_small` preset where its recipe
+# must scale (conf/experiment/*_small.yaml say by which rule), else with its tiny one.
+TIERS = ("tiny", "small")
+
+
+def tier_presets(tier: str, presets: tuple[str, ...]) -> tuple[str, ...]:
+    """The preset suffixes to try, first match wins: at the small tier each of `presets` is
+    tried with `_small` appended first (e.g. `_clip_small` before `_clip`, `_small` before
+    `_tiny`)."""
+    if tier == "tiny":
+        return presets
+    small = []
+    for suffix in presets:
+        candidate = suffix.removesuffix("_tiny") + "_small"
+        if candidate not in small:
+            small.append(candidate)
+    return (*small, *presets)
+
 
 def method_choices(methods: list[str], presets: tuple[str, ...]) -> list[str]:
     """How to select each method, grouped for one multirun each: its first scale preset that

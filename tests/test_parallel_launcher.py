@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "sweep_app" / "app.py"
 
 
-def sweep(tmp_path: Path, jobs: int, devices: int) -> dict[int, list[dict]]:
-    """Jobs 0..jobs-1 of the app through the launcher on GPUs 0-3: {job: its ranks' records}."""
+def sweep(tmp_path: Path, jobs: int, devices: int, gpus: str = "0,1,2,3"
+          ) -> dict[int, list[dict]]:
+    """Jobs 0..jobs-1 of the app through the launcher on `gpus`: {job: its ranks' records}."""
     together = 4 // devices
     result = subprocess.run(
         [sys.executable, str(APP), "-m", f"job={','.join(map(str, range(jobs)))}",
          f"together={together}", f"markers={tmp_path / 'markers'}",
          f"trainer.devices={devices}", "hydra/launcher=mcl_parallel",
-         "hydra.launcher.gpus=[0,1,2,3]", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+         f"hydra.launcher.gpus=[{gpus}]", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -51,6 +52,14 @@ def test_one_gpu_each_four_at_once(tmp_path: Path) -> None:
     assert len(seen[4]) == 1
 
 
+def test_repeated_gpu_names_share_one_gpu(tmp_path: Path) -> None:
+    # gpus=[0,0,0,0]: four one-GPU jobs at once, all on GPU 0 (several small runs on one H200).
+    seen = sweep(tmp_path, jobs=4, devices=1, gpus="0,0,0,0")
+    first = [seen[j][0] for j in range(4)]
+    assert all(r["released"] for r in first)  # each waited for the other three: they ran at once
+    assert [r["gpus"] for r in first] == ["0", "0", "0", "0"]
+
+
 def test_two_gpus_each_as_torchrun_ranks(tmp_path: Path) -> None:
     seen = sweep(tmp_path, jobs=3, devices=2)
     # Each job: 2 ranks of one DDP world, both in the job's one directory, seeing the same 2 GPUs.
@@ -73,6 +82,8 @@ def test_needs_and_refusals() -> None:
     assert job_needs(cpu, "trainer.devices", "trainer.accelerator", gpus, "#0") == (2, 0)
     with pytest.raises(ValueError, match="needs trainer.devices=2 GPUs but only 1"):
         job_needs(config, "trainer.devices", "trainer.accelerator", ["0"], "#0")
+    with pytest.raises(ValueError, match="repeats a GPU"):
+        job_needs(config, "trainer.devices", "trainer.accelerator", ["0", "0"], "#0")
     with pytest.raises(ValueError, match="no GPU is visible"):
         job_needs(config, "trainer.devices", "trainer.accelerator", [], "#0")
     auto = OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": "auto"}})

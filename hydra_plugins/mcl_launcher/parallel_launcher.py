@@ -78,6 +78,13 @@ def job_needs(config: DictConfig, devices_key: str, accelerator_key: str,
         raise ValueError(f"job {label} needs {devices_key}={devices} GPUs but only "
                          f"{len(gpus)} are visible ({','.join(gpus)}); lower {devices_key} "
                          "or run on a larger machine")
+    if on_gpu and devices > 1 and len(set(gpus)) < len(gpus):
+        # A repeated name (gpus=[0,0,0,0]) shares one GPU among several one-GPU jobs; a job's
+        # torchrun ranks would be handed the same GPU twice.
+        raise ValueError(f"job {label} needs {devices_key}={devices} GPUs, but "
+                         f"hydra.launcher.gpus repeats a GPU ({','.join(gpus)}): repeated names "
+                         f"are for one-GPU jobs sharing a GPU; set {devices_key}=1 or list "
+                         "distinct GPUs")
     return devices, devices if on_gpu else 0
 
 

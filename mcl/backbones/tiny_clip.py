@@ -67,9 +67,11 @@ def build_processor(image_size: int) -> CLIPProcessor:
 def build_model(tiny: dict, processor: CLIPProcessor) -> CLIPModel:
     """A randomly initialised CLIPModel of the sizes in `tiny`."""
     tokenizer = processor.tokenizer
-    text = dict(tiny["text"], vocab_size=len(tokenizer), max_position_embeddings=32,
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id)
+    # 32 text positions unless the config names its own (the small tier: CLIP's 77, which
+    # PromptFusion's official class-text layout of 2 x 30 context tokens needs).
+    text = {"max_position_embeddings": 32, **tiny["text"], "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id}
     config = CLIPConfig(text_config=text, vision_config=dict(tiny["vision"]),
                         projection_dim=tiny["projection_dim"])
     torch.manual_seed(tiny["pretrain"]["seed"])

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The small tier's comparison tables on one GPU (issue 15), within ~9 minutes on an H200:
+# pre-trains small_llava, small_clip and small_vit (in parallel), measures Fwd-Prompt's subspaces
+# on the pre-trained small_llava, then runs the instruction comparison (compare_toy.py --tier
+# small) and the classification comparison (compare_classification.py --tier small) at once,
+# several jobs sharing the GPU (hydra.launcher.gpus=[0,0,...]), plus two ablation sweeps
+# (Fwd-Prompt thresholds, CoDyRA tiny vs official-length preset) on toy_dataset, 22 jobs at once. Markdown
+# tables go to $OUT (default ./small_tier_out); runs go to $WORK (default /tmp/small_tier).
+#
+#   OUT=/path experiments/small_tier_gpu.sh                 # on the GPU machine, seeds 0
+#   SEEDS="0 1 2" experiments/small_tier_gpu.sh             # more seeds: finished runs reused
+#   experiments/small_tier_gpu.sh --dry                     # CPU smoke test: micro backbones,
+#                                                           # micro streams, a few methods
+# Each sweep is stopped (SIGINT, so its jobs are stopped too) at $BUDGET_S seconds (default 390)
+# and its report written from the runs that finished; the status column says which did not.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/small_tier_out}
+WORK=${WORK:-/tmp/small_tier}
+SEEDS=${SEEDS:-0}
+BUDGET_S=${BUDGET_S:-390}
+mkdir -p "$OUT" "$WORK"
+PY=${PYTHON:-python}
+# This checkout's mcl and conf/, also for the scripts run from experiments/ (whose own folder,
+# not the checkout, is first on their path).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+if [[ "${1:-}" == "--dry" ]]; then
+  LLAVA=tiny_llava_micro CLIP=tiny_clip_micro VIT=tiny_vit_micro
+  TOY_STREAMS="toy_micro" CLS_STREAMS="toy_class_micro"
+  TOY_METHODS="zero_shot finetune rank_selective_lora fwd_prompt"
+  CLS_METHODS="zero_shot lora rank_selective_lora"
+  JOBS=2 GPU_ARGS=() ABL_STREAM="stream=toy_micro"
+  # A smoke test of the pipeline, numbers meaningless: one epoch in the ablation sweeps.
+  EXTRA=(method.epochs=1)
+else
+  LLAVA=small_llava CLIP=small_clip VIT=small_vit
+  TOY_STREAMS="toy_domain toy_capability toy_dataset"
+  CLS_STREAMS="toy_class_incremental toy_domain_incremental toy_mtil"
+  TOY_METHODS="zero_shot finetune lora joint fwd_prompt continual_llava rank_selective_lora"
+  CLS_METHODS="prompt_fusion rank_selective_lora l2p dualprompt coda_prompt finetune lora joint zero_shot"
+  JOBS=8 GPU_ARGS=(trainer=gpu "hydra.launcher.gpus=[0,0,0,0,0,0,0,0]") ABL_STREAM="stream=toy_dataset"
+  EXTRA=()
+  # 22 jobs share 16 cores: one CPU thread each (the GPU does the work).
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+fi
+start=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
+stamp "pre-training $LLAVA, $CLIP, $VIT (cached by config hash; skipped when cached)"
+for b in "$LLAVA" "$CLIP" "$VIT"; do
+  $PY -m mcl.pretrain "backbone=$b" "hydra.run.dir=$WORK/pretrain_$b" > "$WORK/pretrain_$b.log" 2>&1 &
+done
+wait
+for b in "$LLAVA" "$CLIP" "$VIT"; do
+  tail -n 2 "$WORK/pretrain_$b.log" | tr '\r' '\n' | tail -n 2
+done
+{
+  echo "# Small tier: pre-training"
+  echo
+  for b in "$LLAVA" "$CLIP" "$VIT"; do
+    f="$(tail -n 1 "$WORK/pretrain_$b.log")/pretrain.json"  # mcl.pretrain prints the cache dir
+    echo "- $b: $( [[ -f "$f" ]] && $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print(', '.join(f'{k} {v:.3f}' for k, v in r.items() if isinstance(v, float)), '|', r['device'])" "$f")"
+  done
+} > "$OUT/pretrain.md"
+stamp "pre-training done"
+
+stamp "Fwd-Prompt subspaces on the pre-trained $LLAVA"
+$PY experiments/ablate_fwd_prompt.py "backbone=$LLAVA" "$ABL_STREAM" > "$OUT/ablate_fwd_prompt_subspaces.md" 2>"$WORK/ablate_fwd_prompt.log"
+cat "$OUT/ablate_fwd_prompt_subspaces.md"
+
+sweep() {  # name, command...: run under the time budget, then write its report
+  local name=$1; shift
+  timeout -s INT "$BUDGET_S" "$@" > "$WORK/$name.log" 2>&1
+  stamp "$name: exit $? (124: stopped at the budget)"
+  if [[ $name == ablate_* ]]; then  # one row per run: the variants are not seeds
+    $PY experiments/ablation_table.py "$WORK/$name" > "$OUT/$name.md"
+  else
+    $PY -m mcl.report "$WORK/$name" >> "$WORK/$name.log" 2>&1
+    cp "$WORK/$name/report.md" "$OUT/$name.md" 2>/dev/null || echo "no report for $name" >&2
+  fi
+}
+stamp "comparisons and ablations, $JOBS jobs each"
+# shellcheck disable=SC2086
+sweep compare_toy_small $PY experiments/compare_toy.py --tier small --backbone "$LLAVA" \
+  --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$JOBS" \
+  --out "$WORK/compare_toy_small" "${GPU_ARGS[@]}" &
+# shellcheck disable=SC2086
+sweep compare_classification_small $PY experiments/compare_classification.py --tier small \
+  --backbone "$CLIP" --methods $CLS_METHODS --streams $CLS_STREAMS --seeds $SEEDS \
+  --jobs "$JOBS" --out "$WORK/compare_classification_small" "${GPU_ARGS[@]}" &
+# Ablations (a) and (b) at the small tier, toy_dataset, seed 0: Fwd-Prompt with fewer protected
+# directions / the whole embedding span allowed; CoDyRA's tiny preset (~96 steps, scaled kappa)
+# against the official 500-iteration one (the comparison above runs the latter).
+sweep ablate_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
+  experiment=fwd_prompt_tiny method.task_threshold=0.97,0.5 method.pretrained_threshold=0.97,1.0 \
+  trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_small" \
+  hydra/launcher=parallel hydra.launcher.n_jobs=4 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0,0,0]}" "${EXTRA[@]}" &
+sweep ablate_codyra_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
+  experiment=rank_selective_lora_tiny,rank_selective_lora_small \
+  trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_codyra_small" \
+  hydra/launcher=parallel hydra.launcher.n_jobs=2 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0]}" "${EXTRA[@]}" &
+wait
+grep -r --include=run.log "ranks into" "$WORK/ablate_codyra_small" 2>/dev/null > "$OUT/ablate_codyra_merged_ranks.txt"
+{ echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo CPU), $(nproc) cores"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"; echo "seeds: $SEEDS; total $(( $(date +%s) - start )) s"; } > "$OUT/machine.txt"
+stamp "done; tables in $OUT"
+ls "$OUT"
