@@ -144,17 +144,17 @@ def test_sigkill_mid_task_then_rerun_equals_uninterrupted(references, tmp_path, 
 def test_sigterm_saves_the_step_resumes_there_and_keeps_the_first_tasks_log(references,
                                                                              tmp_path):
     run_dir = tmp_path / "terminated"
-    # Only the signal writes a step checkpoint here (no periodic ones): whatever is there after
-    # the exit was written for the signal.
+    # A step checkpoint every step, so that the test sees when the second task is training
+    # (signalled between two tasks, a run stops before the next one, with nothing to save);
+    # the signal's own checkpoint is the one whose step the run reports.
     command = _command(run_dir, "finetune", "logger=csv", "trainer.log_every_n_steps=1",
-                       "trainer.checkpoint_every_n_steps=null",
+                       "trainer.checkpoint_every_n_steps=1",
                        "trainer.checkpoint_every_minutes=null")
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        partial = _read_results(run_dir / "results.json")
-        if partial and partial["completed_tasks"] == 1:  # the second task is training now
+        if step_checkpoint_path(run_dir, 1).exists():  # the second task is training now
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)

@@ -34,8 +34,8 @@ def test_rerun_runs_exactly_the_failed_and_incomplete_jobs(tmp_path: Path) -> No
     # zero_shot finishes; l2p fails on a LLaVA backbone (before any weights load).
     # Every task checkpoint kept, so that the job made to look stopped after its first task
     # below has that task's checkpoint, as a really stopped one would.
-    first = _mcl(["-m", *MICRO[:-1], "method=zero_shot,l2p", "seed=0,1",
-                  "trainer.keep_task_checkpoints=null", f"hydra.sweep.dir={sweep}"])
+    first = _mcl(["-m", *MICRO[:-1], "trainer.keep_task_checkpoints=null",
+                  "method=zero_shot,l2p", "seed=0,1", f"hydra.sweep.dir={sweep}"])
     assert f"Sweep {sweep}: 4 jobs, 2 finished, 2 failed, 0 incomplete" in first
     assert "cannot run on backbone 'tiny_llava_micro'" in first
 

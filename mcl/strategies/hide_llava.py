@@ -91,7 +91,7 @@ class HideLlava(PartsStrategy):
     """Per-task LoRA experts: routed in the top decoder layer, fused in the others."""
 
     requires = frozenset({Capability.LINEAR_LAYERS, Capability.DECODER_LAYERS,
-                          Capability.EMBEDS})
+                          Capability.EMBEDS, Capability.TOKEN_MASKS})
     families = frozenset({"instruction"})
 
     def __init__(self, *, r: int, alpha: float, dropout: float, max_tasks: int,

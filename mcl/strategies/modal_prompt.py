@@ -70,7 +70,8 @@ def select_tasks(coef: torch.Tensor, task: int, transfer: int, training: bool) -
 class ModalPrompt(ContinualStrategy):
     """Frozen MLLM + per-task prompts chosen by dual-modality similarity to task prototypes."""
 
-    requires = frozenset({Capability.INPUT_EMBEDDINGS, Capability.EMBEDS})
+    requires = frozenset({Capability.INPUT_EMBEDDINGS, Capability.EMBEDS,
+                          Capability.TOKEN_MASKS})
     families = frozenset({"instruction"})
 
     def __init__(self, *, prompt_length: int, max_tasks: int, transfer: int,
