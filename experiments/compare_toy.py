@@ -15,7 +15,9 @@ one): experiments/small_tier_gpu.sh.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from sweep import ROOT, TIERS, method_choices, sweep_and_report, tier_presets
@@ -23,13 +25,15 @@ from sweep import ROOT, TIERS, method_choices, sweep_and_report, tier_presets
 SEED_METHODS = ["fwd_prompt", "continual_llava", "rank_selective_lora"]
 # The MCIT baselines (issue 12), each with its conf/experiment/<name>_tiny.yaml.
 BASELINES = ["moe_lora", "replay", "o_lora", "ewc", "lwf", "hide_llava", "modal_prompt", "sefe"]
+# CoDyRA's CLIP baselines whose mechanism also applies to instruction tuning (issue 13).
+CLIP_BASELINES = ["inflora", "wise_ft"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+",
                         default=["zero_shot", "finetune", "lora", "joint", *SEED_METHODS,
-                                 *BASELINES])
+                                 *BASELINES, *CLIP_BASELINES])
     parser.add_argument("--streams", nargs="+",
                         default=["toy_domain", "toy_capability", "toy_dataset"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -42,6 +46,11 @@ def main() -> None:
     args = parser.parse_args()
     # The tiny tier keeps its runs' names (no backbone override) so old sweeps resume as done.
     backbone = args.backbone or (None if args.tier == "tiny" else f"{args.tier}_llava")
+    # Pre-train the backbone once before parallel jobs would all find the cache empty.
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run([sys.executable, "-m", "mcl.pretrain",
+                        f"backbone={backbone or 'tiny_llava'}", f"hydra.run.dir={scratch}"],
+                       cwd=ROOT, check=True)
     sys.exit(sweep_and_report(method_choices(args.methods, tier_presets(args.tier, ("_tiny",))),
                               [*([f"backbone={backbone}"] if backbone else []),
                                f"stream={','.join(args.streams)}"],

@@ -45,17 +45,35 @@ def method_choices(methods: list[str], presets: tuple[str, ...]) -> list[str]:
         [f"experiment={','.join(experiments)}"] if experiments else [])
 
 
+def job_shares(sizes: list[int], jobs: int) -> list[int]:
+    """`jobs` slots shared among sweeps of `sizes` methods in proportion, at least one each."""
+    return [max(1, round(jobs * n / sum(sizes))) for n in sizes]
+
+
 def sweep_and_report(selections: list[str], choices: list[str], seeds: list[int], out: Path,
                      jobs: int, overrides: list[str]) -> int:
     """For each of `selections` (e.g. "method=a,b", "experiment=c_tiny"), run every combination
-    of it with `choices` (e.g. "stream=x,y") and `seeds` into `out` (up to `jobs` at once through
-    hydra/launcher=parallel when `jobs` > 1, each run on GPUs of its own; finished runs resume as
-    done), then write the report beside the runs; returns the report's exit status."""
-    for selection in selections:
+    of it with `choices` (e.g. "stream=x,y") and `seeds` into `out`, then write the report beside
+    the runs; returns the report's exit status. The selections run at the same time, `jobs` runs
+    at once in all (through hydra/launcher=parallel when `jobs` > 1, shared in proportion to each
+    selection's number of methods), so that no slot idles while the last runs of one finish. A
+    selection whose sweep fails (a job wrote failed.json) does not stop the others; the report's
+    status column names the runs that did not finish. Finished runs resume as done."""
+    shares = job_shares([len(s.split("=", 1)[1].split(",")) for s in selections], jobs)
+    sweeps = []
+    for selection, share in zip(selections, shares, strict=True):
         cmd = [sys.executable, "-m", "mcl.run", "-m", selection, *choices,
                f"seed={','.join(map(str, seeds))}", "trainer.progress_bar=false", "logger=none",
                f"hydra.sweep.dir={out}", *overrides]
         if jobs > 1:
-            cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]
-        subprocess.run(cmd, cwd=ROOT, check=True)
+            cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={share}"]
+        sweeps.append((selection, subprocess.Popen(cmd, cwd=ROOT)))
+    try:
+        for selection, process in sweeps:
+            if process.wait():
+                print(f"sweep {selection} exited {process.returncode}; reporting what finished",
+                      file=sys.stderr)
+    except KeyboardInterrupt:  # the sweeps got the interrupt too: let them save, then report
+        for _, process in sweeps:
+            process.wait()
     return report([str(out)])

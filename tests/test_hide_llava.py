@@ -80,6 +80,26 @@ def test_inference_fuses_lower_layers_and_routes_the_top_layer(micro_backbone):
         torch.testing.assert_close(out, expected)
 
 
+def test_sum_of_products_fusion_drops_the_cross_terms(micro_backbone):
+    strategy = _strategy(micro_backbone)
+    strategy.fusion, strategy.trained = "sum_of_products", 2
+    name = sorted(strategy.top)[0]
+    strategy.top.discard(name)  # a lower (fused) layer
+    layer = micro_backbone.linear_layer(name.replace("__", "."))
+    experts = strategy.experts[name]
+    x = torch.randn(2, 5, layer.in_features)
+    with torch.no_grad():
+        strategy._mode = ("infer", torch.full((2, 2), 0.5))
+        out = layer(x)
+        strategy._mode = None
+        base = layer(x)
+        a, b = experts.lora_A, experts.lora_B
+        expected = base + strategy.scaling * (x @ a[0].T @ b[0].T + x @ a[1].T @ b[1].T)
+        official = base + strategy.scaling * x @ (a[0] + a[1]).T @ (b[0] + b[1]).T
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, official)  # the cross terms B_0 A_1 + B_1 A_0 are gone
+
+
 def test_anchors_are_task_means_and_routing_picks_the_nearest_task(micro_backbone):
     strategy = _strategy(micro_backbone, tasks=2)
     samples = {name: toy_world.generate(name, 6, 0, "train")

@@ -31,6 +31,12 @@ random anchors, whose B = 0 adds nothing but takes a share of the weights); the 
 hold several samples, each routed by its own features (the code evaluates one at a time); the
 projector stays frozen (LLaVA's LoRA recipe trains it at 2e-5, mcl's LoRA methods leave it), and
 the learning rate is constant (mcl's LoRA default; the scripts warm up 3% and decay by cosine).
+
+`fusion`: "product_of_sums" (the default, the official code) or "sum_of_products",
+h = W x + s sum_i B_i A_i x, which drops the cross terms B_i A_j (i != j). The option exists for
+the ablation of the toy tables: in a narrow LM (the tiny tier's 128 dimensions) the cross terms
+between experts are as large as the experts themselves, where in a 4096-dimensional LM random
+rank-8 subspaces barely overlap.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from mcl.backbones.base import Capability
 from mcl.data.task import EncodedSamples, Task
 from mcl.strategies.base import PartsStrategy, register
 from mcl.strategies.guide_features import make_guide
+
+FUSIONS = ("product_of_sums", "sum_of_products")  # the official, and the ablation
 
 
 def routing_weights(image: torch.Tensor, text: torch.Tensor, image_anchors: torch.Tensor,
@@ -95,8 +103,12 @@ class HideLlava(PartsStrategy):
     families = frozenset({"instruction"})
 
     def __init__(self, *, r: int, alpha: float, dropout: float, max_tasks: int,
-                 temperature: float, clip_encoder: str | None, **kwargs) -> None:
+                 temperature: float, clip_encoder: str | None,
+                 fusion: str, **kwargs) -> None:
         super().__init__(**kwargs)
+        if fusion not in FUSIONS:
+            raise ValueError(f"method.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.fusion = fusion
         if r <= 0 or max_tasks <= 0:
             raise ValueError(f"method.r and method.max_tasks must be positive, got {r}, "
                              f"{max_tasks}")
@@ -157,6 +169,8 @@ class HideLlava(PartsStrategy):
                 delta = experts.expert(x, self.task)
             elif key in self.top:
                 delta = experts.routed(x, self._mode[1])
+            elif self.fusion == "sum_of_products":
+                delta = sum(experts.expert(x, i) for i in range(self.trained))
             else:  # summed once per forward / generate call, not once per generated token
                 if key not in self._fused:
                     self._fused[key] = experts.fused(self.trained)

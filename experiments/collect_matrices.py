@@ -1,0 +1,37 @@
+"""Every run's accuracy matrix and metrics of a sweep tree in one JSON file, so a table in
+experiments/results/ can be recomputed (e.g. a corrected metric) without its run tree.
+
+    python experiments/collect_matrices.py multirun/compare_toy experiments/results/x.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def collect(root: Path) -> list[dict]:
+    """One entry per results.json under `root`, sorted by its run directory."""
+    runs = []
+    for path in sorted(root.rglob("results.json")):
+        r = json.loads(path.read_text())
+        runs.append({"run": str(path.parent.relative_to(root)), "backbone": r["backbone"],
+                     "stream": r["stream"], "method": r["method"], "seed": r["seed"],
+                     "tasks": r["tasks"], "matrix": r["matrix"], "metrics": r["metrics"],
+                     "git_revision": r.get("git_revision")})
+    return runs
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    runs = collect(Path(sys.argv[1]))
+    if not runs:
+        sys.exit(f"no results.json under {sys.argv[1]}")
+    Path(sys.argv[2]).write_text(json.dumps(runs, indent=0) + "\n")
+    print(f"{len(runs)} runs -> {sys.argv[2]}")
+
+
+if __name__ == "__main__":
+    main()
