@@ -40,10 +40,13 @@ def cpu_name() -> str:
 
 
 def stream_run(overrides: list[str], env: dict, run_dir: Path) -> tuple[float, dict]:
-    """Wall time of `python -m mcl.run` and its results.json."""
+    """Wall time of `python -m mcl.run` and its results.json, with its per-task timings
+    (timings.json, kept apart so that results.json of identical runs is identical)."""
     seconds = timed([sys.executable, "-m", "mcl.run", *overrides, "logger=none",
                      "trainer.progress_bar=false", f"hydra.run.dir={run_dir}"], env)
-    return seconds, json.loads((run_dir / "results.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    results["timings"] = json.loads((run_dir / "timings.json").read_text())
+    return seconds, results
 
 
 def main() -> None:

@@ -34,9 +34,8 @@ the learning rate is constant (mcl's LoRA default; the scripts warm up 3% and de
 
 `fusion`: "product_of_sums" (the default, the official code) or "sum_of_products",
 h = W x + s sum_i B_i A_i x, which drops the cross terms B_i A_j (i != j). The option exists for
-the ablation of the toy tables: in a narrow LM (the tiny tier's 128 dimensions) the cross terms
-between experts are as large as the experts themselves, where in a 4096-dimensional LM random
-rank-8 subspaces barely overlap.
+the ablation behind the toy table (experiments/results/compare_toy_h200.md): it separates what the
+cross terms cost from the rest of the gap between training (one expert) and inference (all).
 """
 
 from __future__ import annotations
