@@ -18,12 +18,10 @@ no config) is skipped with a message.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from sweep import ROOT, TIERS, method_choices, sweep_and_report, tier_presets
+from sweep import ROOT, TIERS, method_choices, pretrain_once, sweep_and_report, tier_presets
 
 from mcl.strategies import STRATEGIES
 
@@ -59,11 +57,7 @@ def main() -> None:
     if not configs:
         sys.exit("none of the requested methods is available; registered: "
                  + ", ".join(sorted(STRATEGIES)))
-    # Pre-train the tiny backbone once before parallel jobs would all find the cache empty
-    # (Hydra's log of that step goes to a temporary directory, not among the runs).
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-m", "mcl.pretrain", f"backbone={args.backbone}",
-                        f"hydra.run.dir={scratch}"], cwd=ROOT, check=True)
+    pretrain_once(args.backbone)
     sys.exit(sweep_and_report(method_choices(configs, tier_presets(args.tier, ("_clip", "_tiny"))),
                               [f"backbone={args.backbone}", f"stream={','.join(args.streams)}"],
                               args.seeds, args.out, args.jobs, args.overrides))

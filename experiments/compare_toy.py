@@ -15,12 +15,10 @@ one): experiments/small_tier_gpu.sh.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from sweep import ROOT, TIERS, method_choices, sweep_and_report, tier_presets
+from sweep import ROOT, TIERS, method_choices, pretrain_once, sweep_and_report, tier_presets
 
 SEED_METHODS = ["fwd_prompt", "continual_llava", "rank_selective_lora"]
 # The MCIT baselines (issue 12), each with its conf/experiment/<name>_tiny.yaml.
@@ -46,11 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     # The tiny tier keeps its runs' names (no backbone override) so old sweeps resume as done.
     backbone = args.backbone or (None if args.tier == "tiny" else f"{args.tier}_llava")
-    # Pre-train the backbone once before parallel jobs would all find the cache empty.
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-m", "mcl.pretrain",
-                        f"backbone={backbone or 'tiny_llava'}", f"hydra.run.dir={scratch}"],
-                       cwd=ROOT, check=True)
+    pretrain_once(backbone or "tiny_llava")
     sys.exit(sweep_and_report(method_choices(args.methods, tier_presets(args.tier, ("_tiny",))),
                               [*([f"backbone={backbone}"] if backbone else []),
                                f"stream={','.join(args.streams)}"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from mcl.report.cli import main as report
@@ -43,6 +44,15 @@ def method_choices(methods: list[str], presets: tuple[str, ...]) -> list[str]:
             plain.append(method)
     return ([f"method={','.join(plain)}"] if plain else []) + (
         [f"experiment={','.join(experiments)}"] if experiments else [])
+
+
+def pretrain_once(backbone: str) -> None:
+    """Pre-train `backbone` (cached by config hash: nothing to do when cached) before parallel
+    jobs would all find the cache empty; Hydra's log of it goes to a temporary directory, not
+    among the runs."""
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run([sys.executable, "-m", "mcl.pretrain", f"backbone={backbone}",
+                        f"hydra.run.dir={scratch}"], cwd=ROOT, check=True)
 
 
 def job_shares(sizes: list[int], jobs: int) -> list[int]:

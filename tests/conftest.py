@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,3 +63,16 @@ def micro_backbone(micro_tiny: dict):
     from mcl.backbones.llava import LlavaBackbone
 
     return LlavaBackbone.load("tiny_llava_micro", tiny=micro_tiny)
+
+
+def schedule_rates(make_schedule, lr: float, steps: int) -> list[float]:
+    """The learning rate at each of `steps` optimiser steps under the schedule
+    `make_schedule(optimizer)` builds, stepped once after every step (Lightning's 'step')."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedule = make_schedule(optimizer)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import compose_config, method_options
+from conftest import compose_config, method_options, schedule_rates
 from hydra.utils import instantiate
 
 from mcl.data import toy_classes
@@ -109,12 +109,6 @@ def test_merge_keeps_the_outputs_and_the_next_task_starts_from_zero_update():
 
 
 def test_official_cosine_schedule_per_epoch():
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    schedule = inflora_cosine(optimizer, epochs=3, total_steps=6)
-    rates = []
-    for _ in range(6):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    rates = schedule_rates(lambda o: inflora_cosine(o, epochs=3, total_steps=6), 1.0, 6)
     expected = [math.cos(99 * math.pi * e / 400) for e in (0, 0, 1, 1, 2, 2)]
     assert rates == pytest.approx(expected)

@@ -169,16 +169,23 @@ def test_l2p_prepends_the_top_k_prompts_of_the_query(stream):
         assert s.prompts.keys.grad[m].abs().sum() == 0
 
 
-def test_dualprompt_trains_the_task_prompt_and_tests_with_the_best_key(stream):
+def _dualprompt_training_forward(stream, task: int, **options):
+    """A DualPrompt on the micro ViT, one training forward on task `task`'s batch: (strategy,
+    backbone, the recorded backbone calls, the batch)."""
     backbone = _micro_vit()
-    s = build_strategy("dualprompt", pool_size=2, g_length=1, g_layers=[0], e_length=2,
-                       e_layers=[1])
+    s = build_strategy("dualprompt", **options)
     s.setup(backbone)
     calls = _record(backbone)
-    batch = _batch(backbone, stream.tasks[1])
-    s.before_task(stream.tasks[1], 1)
+    batch = _batch(backbone, stream.tasks[task])
+    s.before_task(stream.tasks[task], task)
     backbone.train()
     s.forward(batch)
+    return s, backbone, calls, batch
+
+
+def test_dualprompt_trains_the_task_prompt_and_tests_with_the_best_key(stream):
+    s, backbone, calls, batch = _dualprompt_training_forward(
+        stream, 1, pool_size=2, g_length=1, g_layers=[0], e_length=2, e_layers=[1])
     prefixes = calls[-1]["prefixes"]
     g, e = s.prompts.g, s.prompts.e
     assert torch.equal(prefixes[0][0][0], g[0, :1]) and torch.equal(prefixes[0][1][0], g[0, 1:])
@@ -213,15 +220,8 @@ def test_coda_initialises_a_new_task_with_the_chosen_gram_schmidt(stream, gram_s
 def test_dualprompt_prefix_lengths_per_layer_are_tokens_per_key_and_per_value(stream):
     """google-research's convention: L_g key + L_g value vectors at a G layer, L_e + L_e at an
     E layer, L_g + L_e of each at a layer with both; CODA-Prompt's "20 6" is e 10, g 3 here."""
-    backbone = _micro_vit()
-    s = build_strategy("dualprompt", pool_size=2, g_length=3, g_layers=[0, 1], e_length=10,
-                       e_layers=[1])
-    s.setup(backbone)
-    calls = _record(backbone)
-    batch = _batch(backbone, stream.tasks[0])
-    s.before_task(stream.tasks[0], 0)
-    backbone.train()
-    s.forward(batch)
+    s, backbone, calls, batch = _dualprompt_training_forward(
+        stream, 0, pool_size=2, g_length=3, g_layers=[0, 1], e_length=10, e_layers=[1])
     b, hidden = len(batch["labels"]), backbone.hidden_size
     prefixes = calls[-1]["prefixes"]
     assert sorted(prefixes) == [0, 1]

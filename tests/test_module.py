@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import method_options
+from conftest import method_options, schedule_rates
 
 from mcl.data import toy_world
 from mcl.loop import LoopConfig, fit_task
@@ -80,11 +80,5 @@ def test_a_fused_optimizer_is_clipped_under_bf16_mixed_precision(micro_backbone,
 def test_cosine_schedule_falls_from_the_rate_to_zero_over_the_task():
     from mcl.strategies.base import cosine_schedule
 
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
-    schedule = cosine_schedule(optimizer, total_steps=4)
-    rates = []
-    for _ in range(5):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    rates = schedule_rates(lambda o: cosine_schedule(o, total_steps=4), 2.0, 5)
     assert rates == pytest.approx([2.0, 1.0 + 2 ** -0.5, 1.0, 1.0 - 2 ** -0.5, 0.0])

@@ -3,7 +3,7 @@ with the zero-shot anchor (the paper) or the task's starting weights (ZSCL's MTI
 
 import pytest
 import torch
-from conftest import compose_config, method_options
+from conftest import compose_config, method_options, schedule_rates
 from hydra.utils import instantiate
 
 from mcl.data import toy_classes
@@ -54,13 +54,7 @@ def test_anchor_previous_interpolates_to_the_weights_the_task_started_from():
 
 
 def test_warmup_cosine_is_wise_ft_cosine_lr():
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
-    schedule = warmup_cosine(optimizer, warmup_steps=4, total_steps=12)
-    rates = []
-    for _ in range(12):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    rates = schedule_rates(lambda o: warmup_cosine(o, warmup_steps=4, total_steps=12), 2.0, 12)
     assert rates[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])  # base * (step + 1) / warmup
     assert rates[4] == pytest.approx(2.0)  # cos(0)
     assert rates[8] == pytest.approx(1.0)  # half-way through the cosine: e / es = 4 / 8
