@@ -11,8 +11,11 @@
 #   SEEDS="0 1 2" experiments/small_tier_gpu.sh             # more seeds: finished runs reused
 #   experiments/small_tier_gpu.sh --dry                     # CPU smoke test: micro backbones,
 #                                                           # micro streams, a few methods
-# Each sweep is stopped (SIGINT, so its jobs are stopped too) at $BUDGET_S seconds (default 390)
-# and its report written from the runs that finished; the status column says which did not.
+# Each sweep is stopped (SIGINT, so its jobs are stopped too) at $BUDGET_S seconds (default 390),
+# or, with $DEADLINE_S set, when the script has run DEADLINE_S seconds in all (for a device call
+# of fixed length: pre-training time varies), and its report written from the runs that
+# finished; the status column says which did not. A stopped run resumes from its step
+# checkpoint when the script runs again with the same $WORK.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/small_tier_out}
@@ -83,7 +86,11 @@ sweep() {  # name, command...: run under the time budget, then write its report
     cp "$WORK/$name/report.md" "$OUT/$name.md" 2>/dev/null || echo "no report for $name" >&2
   fi
 }
-stamp "comparisons and ablations, $JOBS jobs each"
+if [[ -n "${DEADLINE_S:-}" ]]; then  # what is left of the call, less time for the reports
+  BUDGET_S=$(( DEADLINE_S - ($(date +%s) - start) - 45 ))
+  (( BUDGET_S > 30 )) || BUDGET_S=30
+fi
+stamp "comparisons and ablations, $JOBS jobs each, stopped after $BUDGET_S s"
 # shellcheck disable=SC2086
 sweep compare_toy_small $PY experiments/compare_toy.py --tier small --backbone "$LLAVA" \
   --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$JOBS" \
