@@ -495,7 +495,8 @@ def decode_table(backbone, batch: dict, new_tokens: list[int], rounds: int,
                  f"{bound} | {prefill_flops / 1e12:.1f} TFLOP at the measured matmul rate |")
     n = max(new_tokens)
     timed_decode(backbone, "static", batch, n)
-    cache_len = backbone._decoder._shape[-1]  # the static cache's slots at N = n
+    decoder = backbone._decoder
+    cache_len = decoder._shape[-1]  # the static cache's slots at N = n
     weight_bytes = sum(p.numel() * p.element_size() for name, p in model.named_parameters()
                        if "vision_tower" not in name and "projector" not in name)
     weight_bytes -= model.lm_head.weight.numel() * model.lm_head.weight.element_size() * (
@@ -504,21 +505,61 @@ def decode_table(backbone, batch: dict, new_tokens: list[int], rounds: int,
     weight_bytes -= embed.numel() * embed.element_size()  # a step reads one row of it
     weight_bytes += model.lm_head.weight.numel() * model.lm_head.weight.element_size() * (
         model.lm_head.weight is embed)
-    step_bytes = {"hf": weight_bytes + size * (prompt + n / 2) * kv_bytes_per_token(model.config),
-                  "static": weight_bytes + size * cache_len * kv_bytes_per_token(model.config)}
+    per_token = kv_bytes_per_token(model.config, model.dtype)  # the cache is in the weights' dtype
+    # Slots a step reads: all those written (the bound, on average over the answer); the
+    # static path reads whole windows of CACHE_BUCKET slots (mcl.generation).
+    from mcl.generation import CACHE_BUCKET
+    windows = [min(-(-(prompt + s) // CACHE_BUCKET) * CACHE_BUCKET, cache_len) for s in range(1, n)]
+    step_bytes = {"hf": weight_bytes + size * (prompt + n / 2) * per_token,
+                  "static": weight_bytes + size * statistics.mean(windows) * per_token}
     for_step = {p: 1e3 * (statistics.median(seconds[p, n]) - statistics.median(seconds[p, 1]))
                 / (n - 1) for p in ("hf", "static")}
+    # A device copy's rate counts bytes read and written; a step mostly reads.
     bound = "" if bandwidth is None else f"{1e3 * step_bytes['hf'] / bandwidth:.2f}"
     lines.append(f"| one decode step (from N={n} and N=1) | {for_step['hf']:.2f} | "
                  f"{for_step['static']:.2f} | {bound} | {step_bytes['hf'] / 1e9:.1f} GB "
-                 f"(weights + the mean KV cache read; the static cache reads "
-                 f"{step_bytes['static'] / 1e9:.1f} GB, {cache_len} slots) at the measured "
-                 "copy bandwidth |")
+                 f"(weights + the mean KV cache written so far, {per_token / 2**20:.2f} MiB a "
+                 f"token; the static path reads {step_bytes['static'] / 1e9:.1f} GB: windows of "
+                 f"{CACHE_BUCKET} slots, {cache_len} allocated) at the measured copy bandwidth |")
+    timings = ", ".join(f"{k} {v:.2f} ms" for k, v in decoder.timings.items()) or "not timed"
     lines += ["", f"First call at N={max(new_tokens)} (kernel selection; the static path also "
-              f"captures its CUDA graph): today {first_call['hf']:.1f} s, static "
-              f"{first_call['static']:.1f} s. CUDA graph: "
-              + ("captured" if backbone._decoder.graph_failed is None and sync_is_cuda()
-                 else f"not used ({backbone._decoder.graph_failed or 'no CUDA'})") + "."]
+              f"captures its CUDA graphs): today {first_call['hf']:.1f} s, static "
+              f"{first_call['static']:.1f} s. CUDA graphs: "
+              + ("captured" if decoder.graph_failed is None and sync_is_cuda()
+                 else f"not used ({decoder.graph_failed or 'no CUDA'})")
+              + f"; decode attention kernel: {decoder.attention} (replay of a step with each: "
+              f"{timings})."]
+    return lines
+
+
+def kernel_profile(backbone, batch: dict, new_tokens: int, top: int = 8) -> list[str]:
+    """Where the GPU time of the prefill and of a decode step goes: the `top` kernels by CUDA
+    time in torch.profiler, for a prefill and for a run of `new_tokens` answers on the static
+    path (eager steps, no graph, so each kernel is listed; the graph replays the same ones)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder = backbone._decoder
+    cuda = torch.cuda.is_available()  # off the GPU (--tiny): CPU operators instead of kernels
+    activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
+    own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    lines = []
+    for label, graphs, n in (("prefill (1 new token)", None, 1),
+                             (f"{new_tokens - 1} decode steps, eager", False, new_tokens)):
+        decoder.cuda_graphs = graphs
+        timed_decode(backbone, "static", batch, n)
+        with profile(activities=[activity]) as prof:
+            timed_decode(backbone, "static", batch, n)
+        events = [e for e in prof.key_averages() if own(e) > 0]
+        total = sum(own(e) for e in events)
+        events.sort(key=lambda e: -own(e))
+        where = "GPU" if cuda else "CPU"
+        lines += ["", f"Kernels of the {label}: {total / 1e3:.1f} ms of {where} time "
+                  f"in all ({len(events)} kinds)", "", "| kernel | ms | share | calls |",
+                  "|---|---:|---:|---:|"]
+        for e in events[:top]:
+            lines.append(f"| `{e.key[:90]}` | {own(e) / 1e3:.1f} | "
+                         f"{100 * own(e) / total:.0f}% | {e.count} |")
+    decoder.cuda_graphs = None
     return lines
 
 
@@ -555,6 +596,8 @@ def decode_only(args) -> None:
              f"SDPA; {args.rounds} interleaved rounds; `today` = transformers' generate "
              "(dynamic cache), mcl's path before this change.", "",
              *decode_table(backbone, batch, args.new_tokens, args.rounds, rate, bandwidth)]
+    if args.profile:
+        lines += kernel_profile(backbone, batch, max(args.new_tokens))
     text = "\n".join(lines)
     args.out.write_text(text + "\n")
     print(text)
@@ -580,6 +623,8 @@ def main() -> None:
                              "`name+checkpointing` turns gradient checkpointing on")
     parser.add_argument("--out", type=Path, default=Path("bench_gpu.md"))
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[16, 128])
+    parser.add_argument("--profile", action="store_true",
+                        help="with --decode-only: the top kernels of a prefill and of decode steps")
     parser.add_argument("--decode-only", action="store_true",
                         help="only the static-cache decode table (no training benchmarks)")
     parser.add_argument("--no-generation", action="store_true",

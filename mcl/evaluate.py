@@ -58,7 +58,8 @@ def auto_batch_size(backbone, items: Sequence, longest: int, device: torch.devic
     prompt = len(_get(items, [longest])[0]["prompt_ids"])
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return batch_size_for_memory(config, prompt, backbone.max_new_tokens, free)
+    dtype = next(backbone.model.parameters()).dtype  # the config may not record it
+    return batch_size_for_memory(config, prompt, backbone.max_new_tokens, free, dtype=dtype)
 
 
 @torch.no_grad()

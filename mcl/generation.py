@@ -8,6 +8,14 @@ position ids, same `logits_to_keep=1`), and each decode step (language model, ou
 argmax, end-of-sequence bookkeeping) is a fixed sequence of kernels on fixed buffers, captured
 once as a CUDA graph and replayed. Decoding stops as soon as every sequence has ended.
 
+Attention reads only the cache slots in use, in windows of CACHE_BUCKET slots: the prefill
+attends over the prompt's own slots (so SDPA's flash kernel serves an unpadded batch, as in
+`generate`), and each decode step over the smallest window that holds every written slot, one
+CUDA graph per window, instead of all the slots allocated for the longest answer. On CUDA the
+SDPA kernel of the decode step is chosen by timing: at the first capture for a batch shape, the
+step is captured with each candidate (PyTorch's default choice, cuDNN, memory-efficient) and
+the fastest replay is kept (`GreedyDecoder.attention` names it).
+
 The answers are `generate`'s greedy answers: the same token ids in fp32 on the CPU
 (tests/test_generation.py, tiny backbones). In bf16 on a GPU the static cache attends over a
 longer, masked key range, so kernels differ and near-ties can flip (experiments/bench_gpu.py
@@ -16,16 +24,40 @@ counts the identical answers).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import StaticCache
+from transformers.cache_utils import StaticLayer
 
 # Cache lengths are rounded up to this, and a cache up to this much longer than needed is kept:
 # nearby prompt lengths share one graph. Small, since every step reads every slot (masked too);
 # capturing again costs a few warm-up steps.
 CACHE_BUCKET = 64
 REUSE_SLACK = CACHE_BUCKET
+# SDPA kernels tried for the decode step on CUDA (None: PyTorch's own choice for the inputs).
+ATTENTION_CANDIDATES = {"default": None, "cudnn": [SDPBackend.CUDNN_ATTENTION],
+                        "efficient": [SDPBackend.EFFICIENT_ATTENTION]}
+TIMED_REPLAYS = 5
+
+
+class WindowedLayer(StaticLayer):
+    """transformers' `StaticLayer` whose attention (and mask) covers only the first `window`
+    slots (None: all): writes go to the full buffers at the same slots, reads see a view."""
+
+    window: int | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        if self.window is None:
+            return keys, values
+        return keys[:, :, : self.window], values[:, :, : self.window]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return (self.max_cache_len if self.window is None else self.window), 0
 
 
 class GreedyDecoder:
@@ -35,15 +67,22 @@ class GreedyDecoder:
     `logits_to_keep` (LLaVA, Llama, ...); `language_model` and `head` are its decoder stack and
     output layer, which the decode step calls directly (no image inputs after the prefill).
     `cuda_graphs`: capture the decode step on CUDA (auto: on whenever the model is on CUDA).
+    `attention`: the decode step's SDPA kernel, a key of ATTENTION_CANDIDATES, or None: timed
+    at the first capture on CUDA (PyTorch's default choice off CUDA).
     """
 
     def __init__(self, model, language_model, head, eos_token_id: int, pad_token_id: int,
-                 cuda_graphs: bool | None = None) -> None:
+                 cuda_graphs: bool | None = None, attention: str | None = None) -> None:
+        if attention is not None and attention not in ATTENTION_CANDIDATES:
+            raise ValueError(f"attention={attention!r}: choose one of "
+                             f"{sorted(ATTENTION_CANDIDATES)} or None (timed on CUDA)")
         self.model, self.language_model, self.head = model, language_model, head
         self.eos, self.pad = int(eos_token_id), int(pad_token_id)
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs, self.attention = cuda_graphs, attention
         self._shape: tuple | None = None  # (batch, dtype, device, weights, cache length)
-        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # by window
+        self.window = 0  # the slots the next step's attention reads
+        self.timings: dict[str, float] = {}  # ms per replay of each timed candidate
         self.graph_failed: str | None = None  # why capture failed, if it did (eager from then)
 
     # ------------------------------------------------------------------ buffers
@@ -60,11 +99,15 @@ class GreedyDecoder:
             return
         cache_len = -(-needed // CACHE_BUCKET) * CACHE_BUCKET
         shape = (*shape, cache_len)
-        self._graph = None
-        self.cache = self._step_out = None
+        self._graphs = {}
+        self.cache = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
         self.cache = StaticCache(config=self.model.config, max_cache_len=cache_len)
+        # Windowed reads where every layer is a plain full-attention one (sliding-window layers
+        # keep their own masks and read all their slots).
+        if all(type(la) is StaticLayer for la in self.cache.layers):
+            self.cache.layers = [WindowedLayer(max_cache_len=cache_len) for _ in self.cache.layers]
         self.token = torch.full((batch, 1), self.pad, dtype=torch.long, device=device)
         self.position = torch.zeros((batch, 1), dtype=torch.long, device=device)
         self.valid = torch.zeros((batch, cache_len), dtype=torch.bool, device=device)
@@ -95,12 +138,19 @@ class GreedyDecoder:
         self.unfinished &= token != self.eos
         return token
 
+    def _set_window(self, window: int | None) -> None:
+        self.window = self._shape[-1] if window is None else window
+        for layer in self.cache.layers:
+            if isinstance(layer, WindowedLayer):
+                layer.window = window
+
     def _step(self) -> torch.Tensor:
         """One decode step on the fixed buffers, with no host synchronisation (capturable)."""
         # The keys this token sees: the prompt's real tokens, those generated, and itself.
         self.valid.index_fill_(1, self.slot.view(1), True)
+        window = self.window if self._windowed() else self.valid.shape[1]
         hidden = self.language_model(input_ids=self.token,
-                                     attention_mask=self.valid[:, None, None, :],
+                                     attention_mask=self.valid[:, None, None, :window],
                                      position_ids=self.position, cache=self.cache,
                                      use_cache=True).last_hidden_state
         token = self._choose(self.head(hidden[:, -1]))
@@ -109,39 +159,79 @@ class GreedyDecoder:
         self.slot += 1
         return token
 
-    def _capture(self) -> None:
-        """Record `_step` as a CUDA graph (after warm-up runs on a side stream, as PyTorch's
-        CUDA-graph guide asks); the warm-up's writes are undone by the next batch's reset."""
+    def _windowed(self) -> bool:
+        return any(isinstance(la, WindowedLayer) for la in self.cache.layers)
+
+    def _kernels(self, name: str | None):
+        backends = ATTENTION_CANDIDATES.get(name)
+        return sdpa_kernel(backends) if backends else contextlib.nullcontext()
+
+    def _capture(self, name: str | None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Record `_step` with attention kernel `name` as a CUDA graph (after warm-up runs on a
+        side stream, as PyTorch's CUDA-graph guide asks); the caller restores the state."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        with self._kernels(name), torch.cuda.stream(stream):
             for _ in range(2):
                 self._step()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._step_out = self._step()
-        self._graph = graph
+        with self._kernels(name), torch.cuda.graph(graph):
+            out = self._step()
+        return graph, out
+
+    def _replay_ms(self, graph: torch.cuda.CUDAGraph) -> float:
+        graph.replay()  # a first replay pays for lazy set-up
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(TIMED_REPLAYS):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / TIMED_REPLAYS
+
+    def _graph_for_window(self) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """This window's graph, captured on first use; the first capture of a shape times the
+        attention candidates (each replay writes the same slot again: the state is restored)."""
+        if self.window in self._graphs:
+            return self._graphs[self.window]
+        saved = self._state()
+        try:
+            if self.attention is None:
+                candidates = {}
+                for name in ATTENTION_CANDIDATES:
+                    try:
+                        candidates[name] = self._capture(name)
+                    except Exception:  # a kernel that cannot serve these inputs
+                        self._restore(saved)
+                        continue
+                    self.timings[name] = self._replay_ms(candidates[name][0])
+                    self._restore(saved)
+                if not candidates:
+                    raise RuntimeError("no attention kernel could be captured")
+                self.attention = min(candidates, key=self.timings.get)
+                self._graphs[self.window] = candidates[self.attention]
+            else:
+                self._graphs[self.window] = self._capture(self.attention)
+        finally:
+            self._restore(saved)
+        return self._graphs[self.window]
 
     def _run_step(self) -> torch.Tensor:
         use_graphs = self.cuda_graphs if self.cuda_graphs is not None else \
             self.slot.device.type == "cuda"
         if not use_graphs or self.graph_failed or self._hooked():
-            return self._step()
-        if self._graph is None:
-            saved = self._state()
-            try:
-                self._capture()
-            except Exception as err:  # keep answering correctly, only slower; say why once
-                self.graph_failed = f"{type(err).__name__}: {err}"
-                warnings.warn(f"CUDA-graph capture of the decode step failed ({self.graph_failed});"
-                              " decoding eagerly with the static cache", stacklevel=2)
-                self._graph = None
-            self._restore(saved)
-            if self._graph is None:
+            with self._kernels(self.attention):
                 return self._step()
-        self._graph.replay()
-        return self._step_out
+        try:
+            graph, out = self._graph_for_window()
+        except Exception as err:  # keep answering correctly, only slower; say why once
+            self.graph_failed = f"{type(err).__name__}: {err}"
+            warnings.warn(f"CUDA-graph capture of the decode step failed ({self.graph_failed});"
+                          " decoding eagerly with the static cache", stacklevel=2)
+            return self._step()
+        graph.replay()
+        return out
 
     def _state(self) -> list[torch.Tensor]:
         layers = self.cache.layers
@@ -180,9 +270,13 @@ class GreedyDecoder:
         self.valid[:, :length] = attention_mask.bool()
         self.unfinished.fill_(True)
         self.block_eos.fill_(min_new_tokens > 0)
-        logits = self.model(attention_mask=attention_mask, position_ids=position_ids,
-                            cache=self.cache, use_cache=True, logits_to_keep=1,
-                            **inputs).logits[:, -1]
+        self._set_window(length)  # the prefill attends over the prompt's slots alone
+        try:
+            logits = self.model(attention_mask=attention_mask, position_ids=position_ids,
+                                cache=self.cache, use_cache=True, logits_to_keep=1,
+                                **inputs).logits[:, -1]
+        finally:
+            self._set_window(None)
         tokens = [self._choose(logits)]
         self.token.copy_(tokens[0][:, None])
         self.position.copy_(position_ids[:, -1:] + 1)
@@ -192,39 +286,47 @@ class GreedyDecoder:
                 break
             if step == min_new_tokens:
                 self.block_eos.fill_(False)
+            # This step writes slot length + step - 1 and reads every slot up to it.
+            written = length + step
+            self._set_window(min(-(-written // CACHE_BUCKET) * CACHE_BUCKET, self._shape[-1]))
             tokens.append(self._run_step().clone())
+        self._set_window(None)
         return torch.stack(tokens, 1)
 
 
-def _text_dims(config) -> tuple[object, int, int, int]:
-    """(text config, key/value heads, head size, bytes per element) of a model's decoder."""
+def _text_dims(config, dtype: torch.dtype | None = None) -> tuple[object, int, int, int]:
+    """(text config, key/value heads, head size, bytes per element) of a model's decoder, at
+    `dtype`, else the config's (which a model built in a dtype, not loaded in it, may lack:
+    pass the weights' dtype where the model is at hand)."""
     text = config.get_text_config(decoder=True)
     heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    dtype = getattr(text, "dtype", None) or getattr(config, "dtype", None) or torch.float32
+    dtype = (dtype or getattr(text, "dtype", None) or getattr(config, "dtype", None)
+             or torch.float32)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     return text, heads, head_dim, torch.empty((), dtype=dtype).element_size()
 
 
-def kv_bytes_per_token(config) -> int:
+def kv_bytes_per_token(config, dtype: torch.dtype | None = None) -> int:
     """Bytes of keys and values one token occupies in the cache of a model with `config`
-    (its text config for a vision-language model), at the model's dtype."""
-    text, heads, head_dim, element = _text_dims(config)
+    (its text config for a vision-language model), at `dtype` (default: the config's)."""
+    text, heads, head_dim, element = _text_dims(config, dtype)
     return 2 * text.num_hidden_layers * heads * head_dim * element
 
 
 def batch_size_for_memory(config, prompt_tokens: int, max_new_tokens: int, free_bytes: int,
-                          share: float = 0.7, multiple: int = 8, most: int = 512) -> int:
+                          share: float = 0.7, multiple: int = 8, most: int = 512,
+                          dtype: torch.dtype | None = None) -> int:
     """The largest evaluation batch whose cache and prefill activations fit in `share` of
     `free_bytes`: per sample, the cache (prompt + answer, rounded as `GreedyDecoder` rounds) and
     the prefill's largest transients (the MLP's input, gate, up and product at every prompt
     position, and one layer's attention scores in fp32). Rounded down to a multiple of
-    `multiple` (at least 1), at most `most`."""
-    text, _, _, element = _text_dims(config)
+    `multiple` (at least 1), at most `most`. `dtype`: the weights' (default: the config's)."""
+    text, _, _, element = _text_dims(config, dtype)
     cache_len = -(-(prompt_tokens + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
     inter = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
-    per_sample = (cache_len * kv_bytes_per_token(config)
+    per_sample = (cache_len * kv_bytes_per_token(config, dtype)
                   + prompt_tokens * element * (4 * text.hidden_size + 3 * inter)
                   + text.num_attention_heads * prompt_tokens * cache_len * 4)
     batch = int(share * free_bytes // per_sample)

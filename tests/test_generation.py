@@ -150,3 +150,55 @@ def test_decode_step_traces_as_one_graph(micro_backbone):
     decoder._restore(state)
     traced = torch.compile(decoder._step, fullgraph=True, backend="eager")
     torch.testing.assert_close(traced(), expected)
+
+
+def test_attention_reads_only_the_written_slots(micro_backbone, monkeypatch):
+    """The prefill attends over the prompt's slots alone and each decode step over the
+    smallest CACHE_BUCKET window holding every written slot, not the whole cache; answers stay
+    generate's (fp32)."""
+    from mcl.generation import CACHE_BUCKET, WindowedLayer
+
+    backbone = random_weights(micro_backbone, 0.0)
+    backbone.max_new_tokens = 70
+    batch = mixed_batch(backbone, 1)
+    length = batch["attention_mask"].shape[1]
+    seen = []
+    update = WindowedLayer.update
+
+    def recording(self, *args, **kwargs):
+        keys, values = update(self, *args, **kwargs)
+        if self is self_first[0]:
+            seen.append(keys.shape[-2])
+        return keys, values
+
+    self_first = [None]
+    original_buffers = GreedyDecoder._buffers
+
+    def buffers(self, *args):
+        original_buffers(self, *args)
+        self_first[0] = self.cache.layers[0]
+
+    monkeypatch.setattr(GreedyDecoder, "_buffers", buffers)
+    monkeypatch.setattr(WindowedLayer, "update", recording)
+    fast = new_tokens(backbone, "static", batch, min_new_tokens=70)
+    cache_len = backbone._decoder._shape[-1]
+    assert all(isinstance(la, WindowedLayer) for la in backbone._decoder.cache.layers)
+    expected = [length] + [min(-(-(length + s) // CACHE_BUCKET) * CACHE_BUCKET, cache_len)
+                           for s in range(1, 70)]
+    assert seen == expected
+    assert len(set(seen[1:])) >= 2 and min(seen[1:]) < cache_len  # windows grow with the answer
+    monkeypatch.setattr(WindowedLayer, "update", update)
+    same_answers(fast, new_tokens(backbone, "hf", batch, min_new_tokens=70), 0)
+
+
+def test_kv_bytes_follow_the_weights_dtype(micro_backbone):
+    config = micro_backbone.model.config
+    assert kv_bytes_per_token(config, torch.bfloat16) * 2 == kv_bytes_per_token(config,
+                                                                                torch.float32)
+    assert batch_size_for_memory(config, 100, 16, 10**8, dtype=torch.bfloat16) > \
+        batch_size_for_memory(config, 100, 16, 10**8, dtype=torch.float32)
+
+
+def test_unknown_attention_kernel_is_refused(micro_backbone):
+    with pytest.raises(ValueError, match="attention='flash3'.*choose one of"):
+        GreedyDecoder(micro_backbone.model, None, None, 0, 0, attention="flash3")
