@@ -10,22 +10,33 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 METRICS = ("last", "avg_incremental", "forgetting", "bwt")
+# Overrides every run of an ablation sweep shares (left out of its rows).
+SHARED = {"trainer", "trainer.progress_bar", "logger", "hydra.launcher.gpus", "seed"}
 
 
 def main() -> None:
     root = Path(sys.argv[1])
-    print("| run | " + " | ".join(METRICS) + " | accuracy right after training each task |")
-    print("|---|" + "---:|" * len(METRICS) + "---|")
+    print("| overrides | tasks done | " + " | ".join(METRICS)
+          + " | accuracy right after training each task |")
+    print("|---|---:|" + "---:|" * len(METRICS) + "---|")
     for path in sorted(root.rglob("results.json")):
         results = json.loads(path.read_text())
         matrix = results.get("accuracy_matrix") or results.get("matrix") or []
         diagonal = [row[i] for i, row in enumerate(matrix[1:]) if i < len(row)]
         metrics = results["metrics"]
-        print(f"| {path.parent.relative_to(root)} | "
+        # The run's own overrides: its folder name is cut short and hashed.
+        overrides = path.parent / ".hydra" / "overrides.yaml"
+        named = yaml.safe_load(overrides.read_text()) if overrides.exists() else []
+        named = " ".join(o for o in named if o.split("=")[0].lstrip("+") not in SHARED)
+        done = f"{results.get('completed_tasks', len(diagonal))}/{len(results.get('tasks', []))}"
+        print(f"| `{named}` | {done} | "
               + " | ".join(f"{100 * metrics[m]:.1f}" if metrics.get(m) is not None else "-"
                            for m in METRICS)
-              + " | " + ", ".join(f"{100 * a:.0f}" for a in diagonal) + " |")
+              + " | " + ", ".join("-" if a is None else f"{100 * a:.0f}" for a in diagonal)
+              + " |")
 
 
 if __name__ == "__main__":

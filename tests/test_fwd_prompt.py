@@ -165,3 +165,37 @@ def test_training_moves_prompts_only_outside_old_task_subspaces(micro_backbone, 
     change = (strategy.pool.prompts.detach() - before).reshape(-1, before.shape[-1]).double()
     assert change.norm() > 1e-3
     assert (change @ old).norm() / change.norm() <= 1e-6
+
+
+@pytest.mark.parametrize("projection", ["full", "old_tasks", "none"])
+def test_projection_ablations_allow_what_they_name(micro_backbone, projection):
+    """`full` keeps updates in the pre-trained span and out of old tasks' subspaces; `old_tasks`
+    only out of old tasks' subspaces (the whole residual space, beyond the embedding span);
+    `none` anywhere."""
+    strategy = build_strategy("fwd_prompt", batch_size=8, projection=projection)
+    strategy.setup(micro_backbone)
+    tasks = _tasks()
+    strategy.before_task(tasks[0], 0)
+    protected = strategy.protected.clone()  # the first task's: what the second must avoid
+    strategy.before_task(tasks[1], 1)
+    allowed = strategy.allowed
+    d = allowed.shape[0]
+    eye = torch.eye(d, dtype=torch.float64)
+    projector = allowed @ allowed.T
+    assert torch.allclose(allowed.T @ allowed, torch.eye(allowed.shape[1], dtype=torch.float64),
+                          atol=1e-8)
+    pretrained_room = allowed_basis(strategy.pretrained, protected).shape[1]
+    if projection == "none":
+        assert torch.allclose(projector, eye)
+    else:
+        assert (projector @ protected).norm() < 1e-6  # nothing moves inside old subspaces
+        expected = pretrained_room if projection == "full" else d - protected.shape[1]
+        assert allowed.shape[1] == expected
+    if projection == "old_tasks":  # holds the method's room (more, where the embedding
+        full = allowed_basis(strategy.pretrained, protected)  # table spans less than R^d)
+        assert torch.allclose(projector @ full, full, atol=1e-8)
+
+
+def test_unknown_projection_is_refused():
+    with pytest.raises(ValueError, match="projection='pgp'.*choose one of"):
+        build_strategy("fwd_prompt", projection="pgp")

@@ -78,6 +78,17 @@ def allowed_basis(pretrained: torch.Tensor, protected: torch.Tensor,
     return torch.linalg.qr(u).Q
 
 
+def complement_basis(protected: torch.Tensor, d: int, tol: float = 1e-6) -> torch.Tensor:
+    """Orthonormal basis of the residual space (I - PP^T) R^d, P = protected (PGP's space)."""
+    protected = protected.double()
+    residual = torch.eye(d, dtype=torch.float64) - protected @ protected.T
+    u, s, _ = torch.linalg.svd(residual)
+    return u[:, s > tol]
+
+
+PROJECTIONS = ("full", "old_tasks", "none")
+
+
 def project(grad: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Orthogonal projection of every row vector of `grad` (last dim d) onto span(basis)."""
     g = grad.reshape(-1, grad.shape[-1]).double()
@@ -105,8 +116,15 @@ class FwdPrompt(ContinualStrategy):
 
     def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
                  task_threshold: float, pretrained_threshold: float, svd_batch_size: int,
-                 **kwargs) -> None:
+                 projection: str = "full", **kwargs) -> None:
         super().__init__(**kwargs)
+        if projection not in PROJECTIONS:
+            raise ValueError(f"method.projection={projection!r}: choose one of {PROJECTIONS} "
+                             "(full: Fwd-Prompt's; old_tasks: PGP's residual space alone; "
+                             "none: a plain prompt pool, L2P)")
+        # An ablation of the method's two projections (experiments/small_tier_gpu.sh):
+        # `full` is the method; the others drop the pre-trained subspace, or both.
+        self.projection = projection
         if not 0 < top_k <= pool_size or prompt_length <= 0:
             raise ValueError(f"method.top_k must be in 1..pool_size ({pool_size}) and "
                              f"prompt_length positive, got top_k={top_k}, "
@@ -167,7 +185,10 @@ class FwdPrompt(ContinualStrategy):
     def before_task(self, task, index: int) -> None:
         # This task moves only outside the subspaces of the tasks before it; its own core
         # subspace is then protected from the next task on (the order of PGP's code).
-        self.allowed = allowed_basis(self.pretrained, self.protected)
+        d = self.pretrained.shape[0]
+        self.allowed = {"full": lambda: allowed_basis(self.pretrained, self.protected),
+                        "old_tasks": lambda: complement_basis(self.protected, d),
+                        "none": lambda: torch.eye(d, dtype=torch.float64)}[self.projection]()
         self.task_start = self.pool.prompts.detach().clone()
         # One SVD per modality: image features have ~100x the norm of token embeddings, so a
         # joint energy criterion would keep image directions only and leave the instruction
