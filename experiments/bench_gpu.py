@@ -521,14 +521,11 @@ def decode_table(backbone, batch: dict, new_tokens: list[int], rounds: int,
                  f"(weights + the mean KV cache written so far, {per_token / 2**20:.2f} MiB a "
                  f"token; the static path reads {step_bytes['static'] / 1e9:.1f} GB: windows of "
                  f"{CACHE_BUCKET} slots, {cache_len} allocated) at the measured copy bandwidth |")
-    timings = ", ".join(f"{k} {v:.2f} ms" for k, v in decoder.timings.items()) or "not timed"
     lines += ["", f"First call at N={max(new_tokens)} (kernel selection; the static path also "
               f"captures its CUDA graphs): today {first_call['hf']:.1f} s, static "
               f"{first_call['static']:.1f} s. CUDA graphs: "
               + ("captured" if decoder.graph_failed is None and sync_is_cuda()
-                 else f"not used ({decoder.graph_failed or 'no CUDA'})")
-              + f"; decode attention kernel: {decoder.attention} (replay of a step with each: "
-              f"{timings})."]
+                 else f"not used ({decoder.graph_failed or 'no CUDA'})") + "."]
     return lines
 
 

@@ -11,24 +11,22 @@ once as a CUDA graph and replayed. Decoding stops as soon as every sequence has 
 Attention reads only the cache slots in use, in windows of CACHE_BUCKET slots: the prefill
 attends over the prompt's own slots (so SDPA's flash kernel serves an unpadded batch, as in
 `generate`), and each decode step over the smallest window that holds every written slot, one
-CUDA graph per window, instead of all the slots allocated for the longest answer. On CUDA the
-SDPA kernel of the decode step is chosen by timing: at the first capture for a batch shape, the
-step is captured with each candidate (PyTorch's default choice, cuDNN, memory-efficient) and
-the fastest replay is kept (`GreedyDecoder.attention` names it).
+CUDA graph per window, instead of all the slots allocated for the longest answer. (SDPA's own
+kernel choice is kept: on an H200 at LLaVA-1.5-7B shapes it is cuDNN's, which read the cache at
+~4.1 TB/s; the memory-efficient kernel's step was 29% slower; experiments/results/
+eval_gpu_h200.md.)
 
 The answers are `generate`'s greedy answers: the same token ids in fp32 on the CPU
-(tests/test_generation.py, tiny backbones). In bf16 on a GPU the static cache attends over a
-longer, masked key range, so kernels differ and near-ties can flip (experiments/bench_gpu.py
+(tests/test_generation.py, tiny backbones). In bf16 on a GPU a decode step attends over a
+window with masked slots, so kernels differ and near-ties can flip (experiments/bench_gpu.py
 counts the identical answers).
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import StaticCache
 from transformers.cache_utils import StaticLayer
 
@@ -37,10 +35,6 @@ from transformers.cache_utils import StaticLayer
 # capturing again costs a few warm-up steps.
 CACHE_BUCKET = 64
 REUSE_SLACK = CACHE_BUCKET
-# SDPA kernels tried for the decode step on CUDA (None: PyTorch's own choice for the inputs).
-ATTENTION_CANDIDATES = {"default": None, "cudnn": [SDPBackend.CUDNN_ATTENTION],
-                        "efficient": [SDPBackend.EFFICIENT_ATTENTION]}
-TIMED_REPLAYS = 5
 
 
 class WindowedLayer(StaticLayer):
@@ -67,22 +61,16 @@ class GreedyDecoder:
     `logits_to_keep` (LLaVA, Llama, ...); `language_model` and `head` are its decoder stack and
     output layer, which the decode step calls directly (no image inputs after the prefill).
     `cuda_graphs`: capture the decode step on CUDA (auto: on whenever the model is on CUDA).
-    `attention`: the decode step's SDPA kernel, a key of ATTENTION_CANDIDATES, or None: timed
-    at the first capture on CUDA (PyTorch's default choice off CUDA).
     """
 
     def __init__(self, model, language_model, head, eos_token_id: int, pad_token_id: int,
-                 cuda_graphs: bool | None = None, attention: str | None = None) -> None:
-        if attention is not None and attention not in ATTENTION_CANDIDATES:
-            raise ValueError(f"attention={attention!r}: choose one of "
-                             f"{sorted(ATTENTION_CANDIDATES)} or None (timed on CUDA)")
+                 cuda_graphs: bool | None = None) -> None:
         self.model, self.language_model, self.head = model, language_model, head
         self.eos, self.pad = int(eos_token_id), int(pad_token_id)
-        self.cuda_graphs, self.attention = cuda_graphs, attention
+        self.cuda_graphs = cuda_graphs
         self._shape: tuple | None = None  # (batch, dtype, device, weights, cache length)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # by window
         self.window = 0  # the slots the next step's attention reads
-        self.timings: dict[str, float] = {}  # ms per replay of each timed candidate
         self.graph_failed: str | None = None  # why capture failed, if it did (eager from then)
 
     # ------------------------------------------------------------------ buffers
@@ -162,67 +150,35 @@ class GreedyDecoder:
     def _windowed(self) -> bool:
         return any(isinstance(la, WindowedLayer) for la in self.cache.layers)
 
-    def _kernels(self, name: str | None):
-        backends = ATTENTION_CANDIDATES.get(name)
-        return sdpa_kernel(backends) if backends else contextlib.nullcontext()
-
-    def _capture(self, name: str | None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        """Record `_step` with attention kernel `name` as a CUDA graph (after warm-up runs on a
-        side stream, as PyTorch's CUDA-graph guide asks); the caller restores the state."""
+    def _capture(self) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Record `_step` as a CUDA graph (after warm-up runs on a side stream, as PyTorch's
+        CUDA-graph guide asks); the caller restores the state the warm-up changed."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with self._kernels(name), torch.cuda.stream(stream):
+        with torch.cuda.stream(stream):
             for _ in range(2):
                 self._step()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with self._kernels(name), torch.cuda.graph(graph):
+        with torch.cuda.graph(graph):
             out = self._step()
         return graph, out
 
-    def _replay_ms(self, graph: torch.cuda.CUDAGraph) -> float:
-        graph.replay()  # a first replay pays for lazy set-up
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(TIMED_REPLAYS):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / TIMED_REPLAYS
-
     def _graph_for_window(self) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        """This window's graph, captured on first use; the first capture of a shape times the
-        attention candidates (each replay writes the same slot again: the state is restored)."""
-        if self.window in self._graphs:
-            return self._graphs[self.window]
-        saved = self._state()
-        try:
-            if self.attention is None:
-                candidates = {}
-                for name in ATTENTION_CANDIDATES:
-                    try:
-                        candidates[name] = self._capture(name)
-                    except Exception:  # a kernel that cannot serve these inputs
-                        self._restore(saved)
-                        continue
-                    self.timings[name] = self._replay_ms(candidates[name][0])
-                    self._restore(saved)
-                if not candidates:
-                    raise RuntimeError("no attention kernel could be captured")
-                self.attention = min(candidates, key=self.timings.get)
-                self._graphs[self.window] = candidates[self.attention]
-            else:
-                self._graphs[self.window] = self._capture(self.attention)
-        finally:
-            self._restore(saved)
+        """This window's graph, captured on first use."""
+        if self.window not in self._graphs:
+            saved = self._state()
+            try:
+                self._graphs[self.window] = self._capture()
+            finally:
+                self._restore(saved)
         return self._graphs[self.window]
 
     def _run_step(self) -> torch.Tensor:
         use_graphs = self.cuda_graphs if self.cuda_graphs is not None else \
             self.slot.device.type == "cuda"
         if not use_graphs or self.graph_failed or self._hooked():
-            with self._kernels(self.attention):
-                return self._step()
+            return self._step()
         try:
             graph, out = self._graph_for_window()
         except Exception as err:  # keep answering correctly, only slower; say why once

@@ -102,6 +102,24 @@ def check_fingerprint(run_dir: Path, settings: dict) -> None:
             "other overrides apart)")
 
 
+def check_backbone_weights(run_dir: Path, weights: dict | None) -> None:
+    """Refuse to continue in `run_dir` a run that began on other pre-trained weights of the same
+    config (mcl's cached toy backbone pre-trained again, e.g. on another GPU machine: GPU
+    pre-training is not bit-reproducible). Nothing to compare without a record on both sides."""
+    path = Path(run_dir) / "results.json"
+    if weights is None or not path.exists():
+        return
+    stored = json.loads(path.read_text()).get("backbone_weights")
+    if stored is not None and stored.get("sha256") != weights["sha256"]:
+        raise RunDirectoryMismatch(
+            f"{run_dir} holds a run that began on other pre-trained backbone weights (cache "
+            f"{stored.get('cache')}, sha256 {stored.get('sha256', '?')[:12]} there; "
+            f"{weights['cache']}, sha256 {weights['sha256'][:12]} now): the cached backbone was "
+            "pre-trained again since, and nothing of that run is reused. Copy the cache "
+            "directory from the machine that began the run into $MCL_CACHE, or start over with "
+            "resume=false")
+
+
 def checkpoint_path(run_dir: Path, task_index: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"task_{task_index:03d}.pt"
 

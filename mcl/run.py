@@ -97,13 +97,20 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     """Run one backbone x method x stream; every check happens before any long work."""
     import lightning as L
 
+    from mcl.backbones.tiny_llava import cached_weights
     from mcl.compatibility import backbone_spec, check_run
     from mcl.data.vocabulary import check_vocabulary
     from mcl.distributed import init_from_env, is_main
     from mcl.eval_policy import EvalConfig
     from mcl.io import write_text
     from mcl.loop import LoopConfig, run_stream
-    from mcl.results import check_fingerprint, environment, fingerprint, summary_table
+    from mcl.results import (
+        check_backbone_weights,
+        check_fingerprint,
+        environment,
+        fingerprint,
+        summary_table,
+    )
 
     run_dir = Path(run_dir)
     # Everything random (a method's adapters, prompts and pools, a new head, dropout) is created
@@ -125,6 +132,11 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # a new head, if any
     backbone = build(cfg.backbone, _convert_="all")
+    # Which pre-trained weights, where the config alone does not say (mcl's cached toy models).
+    weights = cached_weights(getattr(getattr(getattr(backbone, "model", None), "config", None),
+                                     "name_or_path", None))
+    if cfg.resume:
+        check_backbone_weights(run_dir, weights)
     check_vocabulary(backbone, cfg.backbone.name, stream, cfg.get("max_unknown_words"))
     # Again: a tiny backbone pre-trained on the first run (not loaded from the cache) has drawn
     # random numbers, and the method's initial state must not depend on that.
@@ -134,7 +146,7 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     print(f"stream {stream.name}: {len(stream.tasks)} tasks ({', '.join(stream.task_names)})")
     meta = {"method": cfg.method.name, "stream": stream.name, "backbone": cfg.backbone.name,
             "seed": cfg.seed, "config": OmegaConf.to_container(cfg, resolve=True),
-            "fingerprint": settings, **environment()}
+            "fingerprint": settings, "backbone_weights": weights, **environment()}
     skipped = skipped_images(stream)
     if skipped:
         meta["skipped_images"] = skipped

@@ -198,7 +198,3 @@ def test_kv_bytes_follow_the_weights_dtype(micro_backbone):
     assert batch_size_for_memory(config, 100, 16, 10**8, dtype=torch.bfloat16) > \
         batch_size_for_memory(config, 100, 16, 10**8, dtype=torch.float32)
 
-
-def test_unknown_attention_kernel_is_refused(micro_backbone):
-    with pytest.raises(ValueError, match="attention='flash3'.*choose one of"):
-        GreedyDecoder(micro_backbone.model, None, None, 0, 0, attention="flash3")

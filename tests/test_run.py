@@ -252,3 +252,42 @@ def test_sweep_jobs_get_their_own_directories_and_a_differing_job_is_refused(tmp
     assert "RunDirectoryMismatch" in error and "stream.test_size: 4 there, 8 now" in error
     assert (fixed / "job" / "results.json").read_bytes() == kept
     assert "already finished" not in second.stdout
+
+
+def test_a_resumed_run_refuses_other_pretrained_weights_of_the_same_config(tmp_path):
+    """The cached toy backbone is named by its config's hash, but a second pre-training (on a
+    GPU, another machine) gives other weights: results.json records their digest, and a resume
+    on other weights is refused before any work, saying what to do."""
+    from mcl.results import RunDirectoryMismatch
+
+    results = run(compose_config(MICRO), tmp_path)
+    weights = results["backbone_weights"]
+    assert weights["cache"].startswith("tiny_llava/") and len(weights["sha256"]) == 64
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert stored["backbone_weights"] == weights
+    stored["backbone_weights"]["sha256"] = "0" * 64  # as if pre-trained elsewhere
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    before = (tmp_path / "results.json").read_bytes()
+    with pytest.raises(RunDirectoryMismatch, match=r"other pre-trained backbone weights.*"
+                                                   r"sha256 000000000000 there.*MCL_CACHE"):
+        run(compose_config(MICRO), tmp_path)
+    assert (tmp_path / "results.json").read_bytes() == before
+
+
+def test_weights_digest_follows_the_weight_bytes(tmp_path):
+    from mcl.backbones.tiny_llava import DIGEST_FILE, cached_weights, weights_digest
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "config.json").write_text("{}")
+    first = weights_digest(tmp_path)
+    assert (tmp_path / DIGEST_FILE).read_text().strip() == first  # kept beside the weights
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.safetensors").write_bytes(b"weightz")
+    (other / "config.json").write_text('{"changed": true}')
+    assert weights_digest(other) != first
+    (other / "model.safetensors").write_bytes(b"weights")
+    (other / DIGEST_FILE).unlink()
+    assert weights_digest(other) == first  # the weights alone, not the config beside them
+    assert cached_weights(tmp_path) is None  # not under mcl's cache: the config names it
+    assert cached_weights("llava-hf/llava-1.5-7b-hf") is None

@@ -41,6 +41,48 @@ CHAT_TEMPLATE = (
 )
 
 
+# A cached model's weight files, and the file that keeps their digest beside them.
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+DIGEST_FILE = "weights.sha256"
+
+
+def weights_digest(directory: str | Path) -> str:
+    """sha256 of a save_pretrained directory's weight files (names and bytes), kept in
+    DIGEST_FILE after the first computation. It tells apart two pre-trainings of one config:
+    on a GPU they differ from machine to machine (non-deterministic kernels), so the config
+    hash that names the cache does not identify the weights."""
+    directory = Path(directory)
+    stored = directory / DIGEST_FILE
+    if stored.is_file():
+        return stored.read_text().strip()
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in WEIGHT_FILES for p in directory.glob(pattern)):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    try:  # atomically; a read-only cache only means computing it again next time
+        partial = stored.with_name(f".{DIGEST_FILE}.{os.getpid()}")
+        partial.write_text(value + "\n")
+        os.replace(partial, stored)
+    except OSError:
+        pass
+    return value
+
+
+def cached_weights(source: str | Path | None) -> dict | None:
+    """{cache: <kind>/<hash>, sha256: digest} when `source` (a model's `name_or_path`) is one
+    of mcl's cached pre-trained models, else None (a Hub id or a user's directory: the config's
+    `pretrained` names those)."""
+    if not source:
+        return None
+    path, root = Path(source).expanduser().resolve(), cache_root().resolve()
+    if not path.is_dir() or root not in path.parents:
+        return None
+    return {"cache": path.relative_to(root).as_posix(), "sha256": weights_digest(path)}
+
+
 def cache_root() -> Path:
     """Where pre-trained tiny backbones live: $MCL_CACHE, else ~/.cache/mcl."""
     return Path(os.environ.get("MCL_CACHE", Path.home() / ".cache" / "mcl")).expanduser()
@@ -225,6 +267,7 @@ def ensure_cached(target: Path, pretrain_fn, force: bool = False) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     report = pretrain_fn(staging)
+    weights_digest(staging)  # recorded with the weights it identifies
     if force:
         shutil.rmtree(target, ignore_errors=True)
     try:
