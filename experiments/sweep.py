@@ -72,8 +72,12 @@ def sweep_and_report(selections: list[str], choices: list[str], seeds: list[int]
     shares = job_shares([len(s.split("=", 1)[1].split(",")) for s in selections], jobs)
     sweeps = []
     for selection, share in zip(selections, shares, strict=True):
-        cmd = [sys.executable, "-m", "mcl.run", "-m", selection, *choices,
-               f"seed={','.join(map(str, seeds))}", "trainer.progress_bar=false", "logger=none",
+        # Seeds first: Hydra's sweep varies its first override slowest, so every method's
+        # seed 0 runs before any seed 1, and a sweep stopped at a deadline leaves a whole table
+        # of one seed rather than three seeds of the first methods (run directories' names sort
+        # the overrides: unchanged).
+        cmd = [sys.executable, "-m", "mcl.run", "-m", f"seed={','.join(map(str, seeds))}",
+               selection, *choices, "trainer.progress_bar=false", "logger=none",
                f"hydra.sweep.dir={out}", *overrides]
         if jobs > 1:
             cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={share}"]

@@ -31,8 +31,9 @@ from transformers import StaticCache
 from transformers.cache_utils import StaticLayer
 
 # Cache lengths are rounded up to this, and a cache up to this much longer than needed is kept:
-# nearby prompt lengths share one graph. Small, since every step reads every slot (masked too);
-# capturing again costs a few warm-up steps.
+# nearby prompt lengths share one graph. It is also the width of the attention windows: small,
+# since a step reads its whole window, masked slots too; capturing again costs a few warm-up
+# steps.
 CACHE_BUCKET = 64
 REUSE_SLACK = CACHE_BUCKET
 

@@ -53,3 +53,74 @@ def test_small_tier_selects_small_presets_first() -> None:
     # Instruction: CoDyRA's small preset, Fwd-Prompt's tiny one (no small preset).
     assert method_choices(["rank_selective_lora", "fwd_prompt"], tier_presets("small", ("_tiny",))
                           ) == ["experiment=rank_selective_lora_small,fwd_prompt_tiny"]
+
+
+def _fake_run(root: Path, name: str, overrides: list[str], tasks: list[str],
+              matrix: list[list], predictions: dict) -> Path:
+    """A run directory as mcl.run leaves it: results.json, .hydra/overrides.yaml, predictions."""
+    import gzip
+    import json
+
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    done = sum(all(x is not None for x in row) for row in matrix[1:])
+    (run / "results.json").write_text(json.dumps({
+        "tasks": tasks, "completed_tasks": done, "matrix": matrix,
+        "metrics": {"last": None if done < len(tasks) else 0.5, "avg_incremental": 0.25}}))
+    (run / "predictions").mkdir()
+    for (row, task), records in predictions.items():
+        with gzip.open(run / "predictions" / f"row{row:03d}_task{task:03d}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    return run
+
+
+def test_ablation_table_names_runs_by_overrides_and_keeps_unfinished_tasks(tmp_path, capsys):
+    import ablation_table
+
+    _fake_run(tmp_path, "a..1f", ["backbone=small_llava", "trainer=gpu", "method.projection=none"],
+              ["t0", "t1"], [[0.1, 0.0], [0.8, 0.0], [None, None]], {})
+    sys.argv = ["ablation_table.py", str(tmp_path)]
+    ablation_table.main()
+    row = capsys.readouterr().out.splitlines()[2]
+    assert "`backbone=small_llava method.projection=none`" in row and "trainer" not in row
+    assert "| 1/2 |" in row and row.endswith("| 80, - |")  # a task not trained yet: '-'
+
+
+def test_future_task_predictions_counts_answers_with_trained_labels(tmp_path, capsys):
+    import future_task_predictions
+
+    rec = lambda p, r: {"prediction": p, "references": r, "score": float(p == r)}  # noqa: E731
+    run = _fake_run(tmp_path, "pf/seed0", [], ["t0", "t1"], [[0.5, 0.5], [1.0, 0.25], [1, 1]],
+                    {(1, 0): [rec("cat", "cat"), rec("dog", "dog")],
+                     (1, 1): [rec("cat", "cow"), rec("dog", "pig"), rec("cat", "cow"),
+                              rec("pig", "pig")]})
+    sys.argv = ["future_task_predictions.py", str(run)]
+    future_task_predictions.main()
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows == ["| pf/seed0 | 0 | 1 | 75% | 25% |"]  # 3 of 4 answered "cat" or "dog"
+
+
+def test_comparison_sweeps_run_every_method_of_a_seed_before_the_next_seed(monkeypatch):
+    """A sweep stopped at a deadline (small_tier_gpu.sh) then leaves whole tables of the
+    first seeds, not all seeds of the first methods."""
+    import sweep
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    commands = []
+
+    class Started:
+        def __init__(self, cmd, **kwargs):
+            commands.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Started)
+    monkeypatch.setattr(sweep, "report", lambda args: 0)
+    sweep.sweep_and_report(["method=a,b,c"], ["stream=x,y"], [0, 1, 2], Path("/tmp/x"), 1, [])
+    swept = [o for o in commands[0][4:] if "," in o]
+    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(swept), None)[0]
+    seeds = [next(o for o in job if o.startswith("seed=")) for job in jobs]
+    assert seeds == ["seed=0"] * 6 + ["seed=1"] * 6 + ["seed=2"] * 6

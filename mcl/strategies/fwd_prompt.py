@@ -116,7 +116,7 @@ class FwdPrompt(ContinualStrategy):
 
     def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
                  task_threshold: float, pretrained_threshold: float, svd_batch_size: int,
-                 projection: str = "full", **kwargs) -> None:
+                 projection: str, **kwargs) -> None:
         super().__init__(**kwargs)
         if projection not in PROJECTIONS:
             raise ValueError(f"method.projection={projection!r}: choose one of {PROJECTIONS} "
