@@ -9,6 +9,7 @@
 #
 #   OUT=/path experiments/small_tier_gpu.sh                 # on the GPU machine, seeds 0
 #   SEEDS="0 1 2" experiments/small_tier_gpu.sh             # more seeds: finished runs reused
+#   ABLATIONS=0 JOBS=11 SEEDS="0 1 2" experiments/small_tier_gpu.sh   # the tables alone
 #   experiments/small_tier_gpu.sh --dry                     # CPU smoke test: micro backbones,
 #                                                           # micro streams, a few methods
 # Each sweep is stopped (SIGINT, so its jobs are stopped too) at $BUDGET_S seconds (default 390),
@@ -22,6 +23,7 @@ OUT=${OUT:-$PWD/small_tier_out}
 WORK=${WORK:-/tmp/small_tier}
 SEEDS=${SEEDS:-0}
 BUDGET_S=${BUDGET_S:-390}
+ABLATIONS=${ABLATIONS:-1}  # 0: the two comparisons alone (e.g. a later call finishing the tables)
 mkdir -p "$OUT" "$WORK"
 PY=${PYTHON:-python}
 # This checkout's mcl and conf/, also for the scripts run from experiments/ (whose own folder,
@@ -45,7 +47,9 @@ else
     moe_lora replay o_lora ewc lwf hide_llava modal_prompt sefe inflora wise_ft"
   CLS_METHODS="prompt_fusion rank_selective_lora zscl moe_adapters wise_ft inflora l2p dualprompt
     coda_prompt moe_lora replay o_lora ewc lwf finetune lora joint zero_shot"
-  JOBS=8 GPU_ARGS=(trainer=gpu "hydra.launcher.gpus=[0,0,0,0,0,0,0,0]") ABL_STREAM="stream=toy_dataset"
+  JOBS=${JOBS:-8}
+  zeros=$(printf '0,%.0s' $(seq "$JOBS"))  # every job slot on GPU 0
+  GPU_ARGS=(trainer=gpu "hydra.launcher.gpus=[${zeros%,}]") ABL_STREAM="stream=toy_dataset"
   EXTRA=()
   # 22 jobs share 16 cores: one CPU thread each (the GPU does the work).
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -71,9 +75,11 @@ done
 } > "$OUT/pretrain.md"
 stamp "pre-training done"
 
-stamp "Fwd-Prompt subspaces on the pre-trained $LLAVA"
-$PY experiments/ablate_fwd_prompt.py "backbone=$LLAVA" "$ABL_STREAM" > "$OUT/ablate_fwd_prompt_subspaces.md" 2>"$WORK/ablate_fwd_prompt.log"
-cat "$OUT/ablate_fwd_prompt_subspaces.md"
+if [[ $ABLATIONS == 1 ]]; then
+  stamp "Fwd-Prompt subspaces on the pre-trained $LLAVA"
+  $PY experiments/ablate_fwd_prompt.py "backbone=$LLAVA" "$ABL_STREAM" > "$OUT/ablate_fwd_prompt_subspaces.md" 2>"$WORK/ablate_fwd_prompt.log"
+  cat "$OUT/ablate_fwd_prompt_subspaces.md"
+fi
 
 sweep() {  # name, command...: run under the time budget, then write its report
   local name=$1; shift
@@ -102,11 +108,11 @@ sweep compare_classification_small $PY experiments/compare_classification.py --t
 # Ablations (a) and (b) at the small tier, toy_dataset, seed 0: Fwd-Prompt with fewer protected
 # directions / the whole embedding span allowed; CoDyRA's tiny preset (~96 steps, scaled kappa)
 # against the official 500-iteration one (the comparison above runs the latter).
-sweep ablate_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
+[[ $ABLATIONS == 1 ]] && sweep ablate_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
   experiment=fwd_prompt_tiny method.task_threshold=0.97,0.5 method.pretrained_threshold=0.97,1.0 \
   trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_small" \
   hydra/launcher=parallel hydra.launcher.n_jobs=4 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0,0,0]}" "${EXTRA[@]}" &
-sweep ablate_codyra_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
+[[ $ABLATIONS == 1 ]] && sweep ablate_codyra_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
   experiment=rank_selective_lora_tiny,rank_selective_lora_small \
   trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_codyra_small" \
   hydra/launcher=parallel hydra.launcher.n_jobs=2 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0]}" "${EXTRA[@]}" &

@@ -30,21 +30,33 @@ PACKAGES = ("torch", "transformers", "lightning", "peft", "hydra-core", "omegaco
             "torchmetrics", "wandb", "datasets", "numpy")
 
 
+def git_state(directory: Path) -> dict:
+    """The git revision of the checkout holding `directory`, and whether its tracked files
+    differ from that revision (`git_dirty`: then the revision alone does not name the code that
+    ran); both None outside a checkout (an installed wheel)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True,
+                                  cwd=directory, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    revision = (git("rev-parse", "HEAD") or "").strip() or None
+    changes = git("status", "--porcelain", "--untracked-files=no") if revision else None
+    return {"git_revision": revision, "git_dirty": None if changes is None else bool(changes)}
+
+
 def environment() -> dict:
-    """Package versions, Python, platform and the git revision of the code that ran."""
+    """Package versions, Python, platform and the git state of the code that ran."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        revision = None
     return {"versions": versions, "python": platform.python_version(),
-            "platform": platform.platform(), "git_revision": revision}
+            "platform": platform.platform(), **git_state(Path(__file__).parent)}
 
 
 # Settings that cannot change a result: left out of the fingerprint (and of the default run

@@ -61,3 +61,24 @@ def test_changed_answers_lists_what_was_forgotten(tmp_path):
     results_io.drop_predictions(tmp_path, keep_rows={2})  # predictions=last
     kept_last = changed_answers(tmp_path)
     assert "No stored predictions for a (" in kept_last and "| b | 1 | 0 | 0 |" in kept_last
+
+
+def test_git_state_says_when_the_code_differs_from_its_revision(tmp_path):
+    import subprocess
+
+    from mcl.results import git_state
+
+    assert git_state(tmp_path) == {"git_revision": None, "git_dirty": None}  # no checkout
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True,  # noqa: E731
+                                    capture_output=True)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_state(tmp_path)
+    assert len(clean["git_revision"]) == 40 and clean["git_dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")  # what ran is not the revision
+    assert git_state(tmp_path) == {**clean, "git_dirty": True}
+    (tmp_path / "notes.txt").write_text("untracked")  # untracked files are not the code
+    git("checkout", "-q", "code.py")
+    assert git_state(tmp_path)["git_dirty"] is False
