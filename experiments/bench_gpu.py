@@ -508,8 +508,8 @@ def decode_table(backbone, batch: dict, new_tokens: list[int], rounds: int,
     per_token = kv_bytes_per_token(model.config, model.dtype)  # the cache is in the weights' dtype
     # Slots a step reads: all those written (the bound, on average over the answer); the
     # static path reads whole windows of CACHE_BUCKET slots (mcl.generation).
-    from mcl.generation import CACHE_BUCKET
-    windows = [min(-(-(prompt + s) // CACHE_BUCKET) * CACHE_BUCKET, cache_len) for s in range(1, n)]
+    from mcl.generation import CACHE_BUCKET, bucketed
+    windows = [min(bucketed(prompt + s), cache_len) for s in range(1, n)]
     step_bytes = {"hf": weight_bytes + size * (prompt + n / 2) * per_token,
                   "static": weight_bytes + size * statistics.mean(windows) * per_token}
     for_step = {p: 1e3 * (statistics.median(seconds[p, n]) - statistics.median(seconds[p, 1]))

@@ -38,6 +38,11 @@ CACHE_BUCKET = 64
 REUSE_SLACK = CACHE_BUCKET
 
 
+def bucketed(slots: int) -> int:
+    """`slots` rounded up to a multiple of CACHE_BUCKET: a cache's length, an attention window."""
+    return -(-slots // CACHE_BUCKET) * CACHE_BUCKET
+
+
 class WindowedLayer(StaticLayer):
     """transformers' `StaticLayer` whose attention (and mask) covers only the first `window`
     slots (None: all): writes go to the full buffers at the same slots, reads see a view."""
@@ -86,7 +91,7 @@ class GreedyDecoder:
         if (self._shape is not None and self._shape[:-1] == shape
                 and needed <= self._shape[-1] <= needed + REUSE_SLACK):
             return
-        cache_len = -(-needed // CACHE_BUCKET) * CACHE_BUCKET
+        cache_len = bucketed(needed)
         shape = (*shape, cache_len)
         self._graphs = {}
         self.cache = None
@@ -128,18 +133,21 @@ class GreedyDecoder:
         return token
 
     def _set_window(self, window: int | None) -> None:
-        self.window = self._shape[-1] if window is None else window
-        for layer in self.cache.layers:
-            if isinstance(layer, WindowedLayer):
+        """Let attention read the first `window` slots (None: all; always all where the cache's
+        layers are not windowed, see `_buffers`)."""
+        if not isinstance(self.cache.layers[0], WindowedLayer):  # all layers are, or none
+            window = None
+        else:
+            for layer in self.cache.layers:
                 layer.window = window
+        self.window = self._shape[-1] if window is None else window
 
     def _step(self) -> torch.Tensor:
         """One decode step on the fixed buffers, with no host synchronisation (capturable)."""
         # The keys this token sees: the prompt's real tokens, those generated, and itself.
         self.valid.index_fill_(1, self.slot.view(1), True)
-        window = self.window if self._windowed() else self.valid.shape[1]
         hidden = self.language_model(input_ids=self.token,
-                                     attention_mask=self.valid[:, None, None, :window],
+                                     attention_mask=self.valid[:, None, None, :self.window],
                                      position_ids=self.position, cache=self.cache,
                                      use_cache=True).last_hidden_state
         token = self._choose(self.head(hidden[:, -1]))
@@ -147,9 +155,6 @@ class GreedyDecoder:
         self.position += 1
         self.slot += 1
         return token
-
-    def _windowed(self) -> bool:
-        return any(isinstance(la, WindowedLayer) for la in self.cache.layers)
 
     def _capture(self) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """Record `_step` as a CUDA graph (after warm-up runs on a side stream, as PyTorch's
@@ -244,8 +249,7 @@ class GreedyDecoder:
             if step == min_new_tokens:
                 self.block_eos.fill_(False)
             # This step writes slot length + step - 1 and reads every slot up to it.
-            written = length + step
-            self._set_window(min(-(-written // CACHE_BUCKET) * CACHE_BUCKET, self._shape[-1]))
+            self._set_window(min(bucketed(length + step), self._shape[-1]))
             tokens.append(self._run_step().clone())
         self._set_window(None)
         return torch.stack(tokens, 1)
@@ -281,7 +285,7 @@ def batch_size_for_memory(config, prompt_tokens: int, max_new_tokens: int, free_
     position, and one layer's attention scores in fp32). Rounded down to a multiple of
     `multiple` (at least 1), at most `most`. `dtype`: the weights' (default: the config's)."""
     text, _, _, element = _text_dims(config, dtype)
-    cache_len = -(-(prompt_tokens + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+    cache_len = bucketed(prompt_tokens + max_new_tokens)
     inter = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
     per_sample = (cache_len * kv_bytes_per_token(config, dtype)
                   + prompt_tokens * element * (4 * text.hidden_size + 3 * inter)

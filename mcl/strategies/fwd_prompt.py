@@ -78,14 +78,6 @@ def allowed_basis(pretrained: torch.Tensor, protected: torch.Tensor,
     return torch.linalg.qr(u).Q
 
 
-def complement_basis(protected: torch.Tensor, d: int, tol: float = 1e-6) -> torch.Tensor:
-    """Orthonormal basis of the residual space (I - PP^T) R^d, P = protected (PGP's space)."""
-    protected = protected.double()
-    residual = torch.eye(d, dtype=torch.float64) - protected @ protected.T
-    u, s, _ = torch.linalg.svd(residual)
-    return u[:, s > tol]
-
-
 PROJECTIONS = ("full", "old_tasks", "none")
 
 
@@ -122,7 +114,7 @@ class FwdPrompt(ContinualStrategy):
             raise ValueError(f"method.projection={projection!r}: choose one of {PROJECTIONS} "
                              "(full: Fwd-Prompt's; old_tasks: PGP's residual space alone; "
                              "none: a plain prompt pool, L2P)")
-        # An ablation of the method's two projections (experiments/small_tier_gpu.sh):
+        # An ablation of the method's two projections (experiments/fwd_prompt_diagnosis.sh):
         # `full` is the method; the others drop the pre-trained subspace, or both.
         self.projection = projection
         if not 0 < top_k <= pool_size or prompt_length <= 0:
@@ -185,10 +177,12 @@ class FwdPrompt(ContinualStrategy):
     def before_task(self, task, index: int) -> None:
         # This task moves only outside the subspaces of the tasks before it; its own core
         # subspace is then protected from the next task on (the order of PGP's code).
-        d = self.pretrained.shape[0]
-        self.allowed = {"full": lambda: allowed_basis(self.pretrained, self.protected),
-                        "old_tasks": lambda: complement_basis(self.protected, d),
-                        "none": lambda: torch.eye(d, dtype=torch.float64)}[self.projection]()
+        # The ablations are the same construction with R^d for the pre-trained subspace
+        # (old_tasks: PGP's residual space) and nothing protected as well (none: R^d).
+        whole = torch.eye(self.pretrained.shape[0], dtype=torch.float64)
+        self.allowed = allowed_basis(
+            self.pretrained if self.projection == "full" else whole,
+            self.protected if self.projection != "none" else self.protected[:, :0])
         self.task_start = self.pool.prompts.detach().clone()
         # One SVD per modality: image features have ~100x the norm of token embeddings, so a
         # joint energy criterion would keep image directions only and leave the instruction
