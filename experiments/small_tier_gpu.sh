@@ -12,6 +12,13 @@
 #   ABLATIONS=0 JOBS=11 SEEDS="0 1 2" experiments/small_tier_gpu.sh   # the tables alone
 #   experiments/small_tier_gpu.sh --dry                     # CPU smoke test: micro backbones,
 #                                                           # micro streams, a few methods
+#   CHECK_DETERMINISM=1 ...   # also pre-train each backbone a second time (in parallel, into
+#                             # $WORK/second_cache) and compare the weights' digests
+#   RESTORE=runs.tar.gz ...   # first unpack an earlier machine's finished runs into $WORK: those
+#                             # whose weights this machine's pre-training reproduced (the same
+#                             # digest: deterministic kernels) count as done; the rest are left out
+# At the end $OUT also holds runs.tar.gz (the finished runs, for RESTORE; experiments/
+# archive_runs.py), runs.json (every run's matrix) and timings.md (where the time went).
 # Each sweep is stopped (SIGINT, so its jobs are stopped too) at $BUDGET_S seconds (default 390),
 # or, with $DEADLINE_S set, when the script has run DEADLINE_S seconds in all (for a device call
 # of fixed length: pre-training time varies), and its report written from the runs that
@@ -60,6 +67,10 @@ stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 stamp "pre-training $LLAVA, $CLIP, $VIT (cached by config hash; skipped when cached)"
 for b in "$LLAVA" "$CLIP" "$VIT"; do
   $PY -m mcl.pretrain "backbone=$b" "hydra.run.dir=$WORK/pretrain_$b" > "$WORK/pretrain_$b.log" 2>&1 &
+  if [[ ${CHECK_DETERMINISM:-0} == 1 ]]; then
+    MCL_CACHE="$WORK/second_cache" $PY -m mcl.pretrain "backbone=$b" \
+      "hydra.run.dir=$WORK/pretrain2_$b" > "$WORK/pretrain2_$b.log" 2>&1 &
+  fi
 done
 wait
 for b in "$LLAVA" "$CLIP" "$VIT"; do
@@ -71,9 +82,19 @@ done
   for b in "$LLAVA" "$CLIP" "$VIT"; do
     f="$(tail -n 1 "$WORK/pretrain_$b.log")/pretrain.json"  # mcl.pretrain prints the cache dir
     echo "- $b: $( [[ -f "$f" ]] && $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print(', '.join(f'{k} {v:.3f}' for k, v in r.items() if isinstance(v, float)), '|', r['device'])" "$f")"
+    echo "  weights sha256 $(cat "$(dirname "$f")/weights.sha256" 2>/dev/null)"
+    if [[ ${CHECK_DETERMINISM:-0} == 1 ]]; then
+      g="$(tail -n 1 "$WORK/pretrain2_$b.log")/weights.sha256"
+      echo "  second pre-training: sha256 $(cat "$g" 2>/dev/null)" \
+        "($(cmp -s "$(dirname "$f")/weights.sha256" "$g" && echo identical || echo DIFFERENT))"
+    fi
   done
 } > "$OUT/pretrain.md"
 stamp "pre-training done"
+cat "$OUT/pretrain.md"
+if [[ -n "${RESTORE:-}" ]]; then  # finished runs only; a run that is here already stays
+  stamp "$($PY experiments/archive_runs.py --restore "$RESTORE" "$WORK")"
+fi
 
 if [[ $ABLATIONS == 1 ]]; then
   stamp "Fwd-Prompt subspaces on the pre-trained $LLAVA"
@@ -120,5 +141,10 @@ wait
 grep -r --include=run.log "ranks into" "$WORK/ablate_codyra_small" 2>/dev/null > "$OUT/ablate_codyra_merged_ranks.txt"
 { echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo CPU), $(nproc) cores"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"; echo "seeds: $SEEDS; total $(( $(date +%s) - start )) s"; } > "$OUT/machine.txt"
+$PY experiments/archive_runs.py "$WORK" "$OUT/runs.tar.gz"
+$PY experiments/collect_matrices.py "$WORK" "$OUT/runs.json"
+for name in compare_toy_small compare_classification_small; do
+  [[ -d "$WORK/$name" ]] && { echo "## $name"; echo; $PY experiments/run_timings.py "$WORK/$name"; echo; }
+done > "$OUT/timings.md"
 stamp "done; tables in $OUT"
 ls "$OUT"

@@ -291,3 +291,43 @@ def test_weights_digest_follows_the_weight_bytes(tmp_path):
     assert weights_digest(other) == first  # the weights alone, not the config beside them
     assert cached_weights(tmp_path) is None  # not under mcl's cache: the config names it
     assert cached_weights("llava-hf/llava-1.5-7b-hf") is None
+
+
+def test_a_finished_run_is_kept_as_it_is_without_its_checkpoints(tmp_path):
+    """A finished run's tree restored from its results alone (no checkpoints, as a sweep's
+    results are carried to another machine) resumes as done: nothing re-run, nothing rewritten
+    (results.json keeps the revision and environment that produced it)."""
+    run(compose_config(MICRO), tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
+    stored = json.loads((tmp_path / "results.json").read_text())
+    stored["git_revision"] = "the revision that ran it"
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    before = (tmp_path / "results.json").read_bytes()
+    again = run(compose_config(MICRO), tmp_path)
+    assert again["git_revision"] == "the revision that ran it"
+    assert (tmp_path / "results.json").read_bytes() == before
+    assert not (tmp_path / "checkpoints").exists()  # no task trained again
+
+
+def test_pretraining_runs_with_deterministic_kernels_and_restores_the_flags(tmp_path):
+    """GPU pre-training of one config gives the same weights on every machine of one kind only
+    with deterministic kernels; the flags are the caller's again afterwards."""
+    import torch
+
+    from mcl.backbones.tiny_llava import ensure_cached
+
+    seen = {}
+
+    def pretrain(out):
+        seen["deterministic"] = torch.are_deterministic_algorithms_enabled()
+        seen["cudnn"] = torch.backends.cudnn.deterministic
+        (out / "model.safetensors").write_bytes(b"w")
+        return {}
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    ensure_cached(tmp_path / "cache", pretrain)
+    assert seen == {"deterministic": True, "cudnn": True}
+    assert (torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.deterministic) == before

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,8 +51,9 @@ DIGEST_FILE = "weights.sha256"
 def weights_digest(directory: str | Path) -> str:
     """sha256 of a save_pretrained directory's weight files (names and bytes), kept in
     DIGEST_FILE after the first computation. It tells apart two pre-trainings of one config:
-    on a GPU they differ from machine to machine (non-deterministic kernels), so the config
-    hash that names the cache does not identify the weights."""
+    the config hash that names the cache does not identify the weights (another torch, CUDA
+    or GPU model computes other bits, and pre-trainings before deterministic_kernels differed
+    from run to run on a GPU)."""
     directory = Path(directory)
     stored = directory / DIGEST_FILE
     if stored.is_file():
@@ -254,6 +257,27 @@ def save_pretrained_dir(model, processor, out_dir: Path, report: dict) -> dict:
     return report
 
 
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """Deterministic kernels while pre-training (torch.use_deterministic_algorithms), so that one
+    config pre-trained twice on one kind of GPU and software gives the same weights: a sweep's
+    finished runs then stay valid on the next machine, which pre-trains the cache again (too
+    big to carry). Without it the GPU's atomics (embedding and attention backward, cuBLAS
+    split-K) made every pre-training differ. The CPU's kernels are deterministic already."""
+    # cuBLAS reads it when its handle is created: before the first matmul on the GPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
 def ensure_cached(target: Path, pretrain_fn, force: bool = False) -> Path:
     """`target`, filled by `pretrain_fn(staging_dir) -> report` first if it is missing.
 
@@ -266,7 +290,8 @@ def ensure_cached(target: Path, pretrain_fn, force: bool = False) -> Path:
     staging = target.parent / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    report = pretrain_fn(staging)
+    with deterministic_kernels():
+        report = pretrain_fn(staging)
     weights_digest(staging)  # recorded with the weights it identifies
     if force:
         shutil.rmtree(target, ignore_errors=True)
