@@ -43,7 +43,8 @@ def main() -> None:
     print("| method | stream | runs | train s | eval s | total s |\n|---|---|---:|---:|---:|---:|")
     for method, stream, n, train, evaluation, total in rows:
         print(f"| {method} | {stream} | {n} | {train:.0f} | {evaluation:.0f} | {total:.0f} |")
-    print(f"\n{len(rows)} groups; the median run: {statistics.median(r[5] for r in rows):.0f} s"
+    print(f"\n{len(rows)} groups; median of their median totals: "
+          f"{statistics.median(r[5] for r in rows):.0f} s"
           if rows else "no finished runs")
 
 
