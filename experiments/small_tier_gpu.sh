@@ -49,11 +49,13 @@ else
   LLAVA=small_llava CLIP=small_clip VIT=small_vit
   TOY_STREAMS="toy_domain toy_capability toy_dataset"
   CLS_STREAMS="toy_class_incremental toy_domain_incremental toy_mtil"
-  # Every registered method of each family (compare_toy.py's and compare_classification.py's).
-  TOY_METHODS="zero_shot finetune lora joint fwd_prompt continual_llava rank_selective_lora
-    moe_lora replay o_lora ewc lwf hide_llava modal_prompt sefe inflora wise_ft"
-  CLS_METHODS="prompt_fusion rank_selective_lora zscl moe_adapters wise_ft inflora l2p dualprompt
-    coda_prompt moe_lora replay o_lora ewc lwf finetune lora joint zero_shot"
+  # Every registered method of each family (compare_toy.py's and compare_classification.py's),
+  # unless $TOY_METHODS / $CLS_METHODS name fewer (experiments/small_tier_phases.sh).
+  TOY_METHODS=${TOY_METHODS:-"zero_shot finetune lora joint fwd_prompt continual_llava
+    rank_selective_lora moe_lora replay o_lora ewc lwf hide_llava modal_prompt sefe inflora
+    wise_ft"}
+  CLS_METHODS=${CLS_METHODS:-"prompt_fusion rank_selective_lora zscl moe_adapters wise_ft inflora
+    l2p dualprompt coda_prompt moe_lora replay o_lora ewc lwf finetune lora joint zero_shot"}
   JOBS=${JOBS:-8}
   zeros=$(printf '0,%.0s' $(seq "$JOBS"))  # every job slot on GPU 0
   GPU_ARGS=(trainer=gpu "hydra.launcher.gpus=[${zeros%,}]") ABL_STREAM="stream=toy_dataset"
