@@ -20,19 +20,15 @@ import tarfile
 from pathlib import Path
 
 from mcl.backbones.tiny_llava import cache_root, weights_digest
+from mcl.results import is_finished
 
 KEPT = ("results.json", "timings.json", "matrix.csv", "config.yaml", ".hydra")
 
 
 def finished_runs(root: Path) -> list[Path]:
     """Run directories under `root` whose every task finished and whose results were final."""
-    runs = []
-    for path in sorted(root.rglob("results.json")):
-        data = json.loads(path.read_text())
-        if data.get("completed_tasks") == len(data.get("tasks", [None])) and \
-                (path.parent / "matrix.csv").exists():
-            runs.append(path.parent)
-    return runs
+    return [path.parent for path in sorted(root.rglob("results.json"))
+            if is_finished(path.parent)]
 
 
 def archive(root: Path, out: Path) -> int:

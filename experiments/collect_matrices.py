@@ -10,16 +10,21 @@ import json
 import sys
 from pathlib import Path
 
+from mcl.results import is_finished
+
 
 def collect(root: Path) -> list[dict]:
-    """One entry per results.json under `root`, sorted by its run directory."""
+    """One entry per results.json under `root`, sorted by its run directory; `finished` says
+    whether the run finished (mcl.results.is_finished): an unfinished run's metrics cover only
+    its first `completed_tasks` tasks."""
     runs = []
     for path in sorted(root.rglob("results.json")):
         r = json.loads(path.read_text())
         runs.append({"run": str(path.parent.relative_to(root)), "backbone": r["backbone"],
                      "stream": r["stream"], "method": r["method"], "seed": r["seed"],
-                     "tasks": r["tasks"], "matrix": r["matrix"], "metrics": r["metrics"],
-                     "git_revision": r.get("git_revision")})
+                     "tasks": r["tasks"], "completed_tasks": r.get("completed_tasks"),
+                     "finished": is_finished(path.parent), "matrix": r["matrix"],
+                     "metrics": r["metrics"], "git_revision": r.get("git_revision")})
     return runs
 
 

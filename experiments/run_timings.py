@@ -12,18 +12,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from mcl.results import is_finished
+
 
 def timing_rows(root: Path) -> list[tuple]:
     """(method, stream, runs, median train s, median eval s, median total s) per group of the
     finished runs under `root`, slowest first."""
     groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for path in root.rglob("timings.json"):
-        results = path.parent / "results.json"
-        if not results.exists():
+        if not is_finished(path.parent):
             continue
-        data = json.loads(results.read_text())
-        if data.get("completed_tasks") != len(data.get("tasks", [None])):
-            continue
+        data = json.loads((path.parent / "results.json").read_text())
         steps = json.loads(path.read_text())
         groups[data["method"], data["stream"]].append(
             (sum(s.get("train_s", 0.0) for s in steps), sum(s.get("eval_s", 0.0) for s in steps)))

@@ -141,7 +141,7 @@ sweep compare_classification_small $PY experiments/compare_classification.py --t
   hydra/launcher=parallel hydra.launcher.n_jobs=2 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0]}" "${EXTRA[@]}" &
 wait
 grep -r --include=run.log "ranks into" "$WORK/ablate_codyra_small" 2>/dev/null > "$OUT/ablate_codyra_merged_ranks.txt"
-{ echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo CPU), $(nproc) cores"
+{ echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo CPU), $(nproc --all) cores"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"; echo "seeds: $SEEDS; total $(( $(date +%s) - start )) s"; } > "$OUT/machine.txt"
 $PY experiments/archive_runs.py "$WORK" "$OUT/runs.tar.gz"
 $PY experiments/collect_matrices.py "$WORK" "$OUT/runs.json"

@@ -190,7 +190,7 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
     if state is not None:
         done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
         initial = state["initial"]
-        if done == len(names) and (run_dir / "matrix.csv").exists():
+        if results_io.is_finished(run_dir):
             # Finished (finalize wrote matrix.csv last): its results as they are, the revision
             # and environment that produced them included; no checkpoint needed (a run tree
             # restored from its results alone, e.g. experiments/small_tier_gpu.sh's RESTORE).

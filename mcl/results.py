@@ -228,6 +228,18 @@ def load_progress(run_dir: Path, names: list[str]) -> dict | None:
             "initial": None if initial is None else matrix_from_json([initial])[0]}
 
 
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether the run in `run_dir` finished: results.json says every task is done and
+    matrix.csv exists (`finalize` writes it after the final results.json, so a run killed in
+    between counts as unfinished and resumes). The one rule for the loop, the report's status
+    and the scripts that archive, time or collect runs."""
+    path = Path(run_dir) / "results.json"
+    if not path.exists() or not (Path(run_dir) / "matrix.csv").exists():
+        return False
+    data = json.loads(path.read_text())
+    return data.get("completed_tasks") == len(data.get("tasks") or [None])
+
+
 def row_label(i: int, names: list[str]) -> str:
     """Name of row i of the matrix: before any training, or after task i."""
     return "zero-shot" if i == 0 else names[i - 1]

@@ -13,6 +13,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from archive_runs import archive, restore  # noqa: E402
 from run_timings import timing_rows  # noqa: E402
 
+from mcl.results import is_finished  # noqa: E402
+
 
 def fake_run(root: Path, name: str, completed: int, sha: str, train_s: float = 1.0) -> Path:
     run = root / name
@@ -59,3 +61,12 @@ def test_timings_are_medians_of_finished_runs_per_method_and_stream(tmp_path):
     fake_run(tmp_path, "ewc/seed0", 1, "w", train_s=99.0)  # unfinished: left out
     # train: 2 tasks x 30 (the median seed); eval: 2 + 1 + 1
     assert timing_rows(tmp_path) == [("lora", "s", 3, 60.0, 4.0, 64.0)]
+
+
+def test_a_run_is_finished_only_with_every_task_done_and_matrix_csv_written(tmp_path):
+    assert is_finished(fake_run(tmp_path, "lora/seed0", 2, "w"))
+    assert not is_finished(fake_run(tmp_path, "lora/seed1", 1, "w"))  # one of two tasks
+    killed = fake_run(tmp_path, "lora/seed2", 2, "w")
+    (killed / "matrix.csv").unlink()  # killed between the final results.json and matrix.csv
+    assert not is_finished(killed)
+    assert not is_finished(tmp_path / "never_started")

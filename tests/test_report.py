@@ -30,6 +30,8 @@ def write_run(root: Path, method: str, seed: int, metrics: dict, completed: int 
     (path / "results.json").write_text(json.dumps({
         "tasks": TASKS, "completed_tasks": completed, "matrix": matrix, "metrics": metrics,
         "method": method, "stream": "toy", "backbone": "tiny", "seed": seed, "timings": []}))
+    if completed == len(TASKS):  # finalized, as mcl.results.finalize leaves a finished run
+        (path / "matrix.csv").write_text("")
     return path
 
 
@@ -131,6 +133,17 @@ def test_incomplete_and_failed_runs_are_marked(sweep: Path,
     assert f"incomplete: {lora2}" in table["lora"]["problem_runs"]
     assert f"failed: {joint0}" in table["joint"]["problem_runs"]
     assert table["finetune"]["problem_runs"] == ""
+
+
+def test_a_run_killed_before_finalizing_is_incomplete_not_averaged(sweep: Path) -> None:
+    # Every task's results are written, but not matrix.csv (finalize's last file): the run
+    # resumes to finish, and its 0 % must not pull finetune's mean of 50 and 70 down.
+    killed = write_run(sweep, "finetune", 2, metrics(0.0, 0.0, 0.0, 0.0))
+    (killed / "matrix.csv").unlink()
+    assert main([str(sweep)]) == 0
+    md = (sweep / "report.md").read_text()
+    assert "| tiny | toy | finetune | 2 | 60.0 ± 10.0 |" in md
+    assert f"- **incomplete** `{killed}`: every task done but not finalized" in md
 
 
 def test_run_dirs_given_one_by_one_and_overlapping(sweep: Path, tmp_path: Path) -> None:

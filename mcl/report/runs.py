@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from mcl.metrics.continual import METRIC_DEFINITIONS, compute_metrics
-from mcl.results import matrix_from_json
+from mcl.results import is_finished, matrix_from_json
 
 COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 UNKNOWN = "?"
@@ -73,6 +73,9 @@ def load_run(results: Path) -> Run:
     if completed < len(tasks):
         run.status = INCOMPLETE
         run.reason = f"{completed}/{len(tasks)} tasks done"
+    elif not is_finished(path):  # killed between the final results.json and matrix.csv
+        run.status = INCOMPLETE
+        run.reason = "every task done but not finalized (no matrix.csv): run it again to finish"
     return run
 
 

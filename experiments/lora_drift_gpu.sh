@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Issue 15, sequential LoRA's last task on toy_dataset at the small tier: 7% right after training
+# the caption task (finetune 88%), while EWC, LwF, O-LoRA and MoE-LoRA, with the same adapter
+# (r 8, alpha 16) and lr (3e-3), learn it to 96-99% (experiments/results/small_tier_h200.md).
+# One device call: pre-trains small_llava, then on toy_dataset, seed 0, at once:
+#   lora                          the reference (every task checkpoint kept)
+#   lora, the caption task alone  a fresh adapter: can LoRA learn the caption task at all here?
+#   lora, precision 32-true       is it bf16?
+#   lora, lr halved (1.5e-3)      the pre-training's width rule (half the lr at 4x the width)
+#   ewc, ewc_lambda 0             EWC's code path without its penalty: is it the penalty?
+#   ewc                           the reference that learns it
+# and writes to $OUT one row per run (ablation_table.py), the adapters' norms after each task
+# (adapter_norms.py: does the adapter that stops learning grow?), and the most frequent answers
+# on the caption task right after training it.
+#   OUT=/path DEADLINE_S=500 experiments/lora_drift_gpu.sh
+#   BACKBONE=tiny_llava_micro STREAM=toy_micro ALONE=capability_colour GPU_ARGS= \
+#     experiments/lora_drift_gpu.sh                                       # CPU smoke test
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/lora_drift_out}
+WORK=${WORK:-/tmp/lora_drift}
+DEADLINE_S=${DEADLINE_S:-500}
+BACKBONE=${BACKBONE:-small_llava}
+STREAM=${STREAM:-toy_dataset}
+ALONE=${ALONE:-dataset_caption}  # the stream's last task, trained alone
+PY=${PYTHON:-python}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+GPU_ARGS=${GPU_ARGS-trainer=gpu}
+mkdir -p "$OUT" "$WORK/runs"
+start=$(date +%s)
+$PY -m mcl.pretrain "backbone=$BACKBONE" "hydra.run.dir=$WORK/pretrain" > "$WORK/pretrain.log" 2>&1
+echo "[$(( $(date +%s) - start )) s] pre-trained: $(tail -n 2 "$WORK/pretrain.log" | head -n 1)"
+left=$(( DEADLINE_S - ($(date +%s) - start) - 30 ))
+common=("backbone=$BACKBONE" "stream=$STREAM" seed=0 trainer.progress_bar=false logger=none
+        trainer.keep_task_checkpoints=null)
+variant() {  # name, overrides...
+  local name=$1; shift
+  # shellcheck disable=SC2086
+  timeout -s INT "$left" $PY -m mcl.run "${common[@]}" "$@" $GPU_ARGS \
+    "hydra.run.dir=$WORK/runs/$name" > "$WORK/$name.log" 2>&1 &
+}
+variant lora method=lora
+variant lora_alone method=lora "stream.tasks=[$ALONE]"
+variant lora_fp32 method=lora trainer.precision=32-true
+variant lora_half_lr method=lora method.lr=1.5e-3
+variant ewc_no_penalty experiment=ewc_tiny method.ewc_lambda=0
+variant ewc experiment=ewc_tiny
+wait
+echo "[$(( $(date +%s) - start )) s] runs stopped or done"
+{
+  echo "# Sequential LoRA's last task on $STREAM ($BACKBONE, seed 0)"
+  echo
+  $PY experiments/ablation_table.py "$WORK/runs"
+  echo
+  $PY experiments/adapter_norms.py "$WORK"/runs/*
+  echo
+  echo "Most frequent answers on $ALONE right after training it:"
+  echo
+  for run in "$WORK"/runs/*; do
+    $PY - "$run" "$ALONE" <<'EOF'
+import collections, gzip, json, sys
+from pathlib import Path
+run, task = Path(sys.argv[1]), sys.argv[2]
+names = json.loads((run / "results.json").read_text())["tasks"]
+if task in names:
+    j = names.index(task)
+    path = run / "predictions" / f"row{j + 1:03d}_task{j:03d}.jsonl.gz"
+    if path.exists():
+        answers = [json.loads(line)["prediction"] for line in gzip.open(path, "rt")]
+        top = collections.Counter(answers).most_common(3)
+        print(f"- {run.name}: " + "; ".join(f"{a!r} x{n}" for a, n in top)
+              + f" (of {len(answers)})")
+EOF
+  done
+} | tee "$OUT/lora_drift.md"
