@@ -10,6 +10,7 @@
 #   OUT=/path experiments/small_tier_gpu.sh                 # on the GPU machine, seeds 0
 #   SEEDS="0 1 2" experiments/small_tier_gpu.sh             # more seeds: finished runs reused
 #   ABLATIONS=0 JOBS=11 SEEDS="0 1 2" experiments/small_tier_gpu.sh   # the tables alone
+#   TOY_JOBS=15 CLS_JOBS=9 ...  # jobs per family where their work differs (default: $JOBS each)
 #   experiments/small_tier_gpu.sh --dry                     # CPU smoke test: micro backbones,
 #                                                           # micro streams, a few methods
 #   CHECK_DETERMINISM=1 ...   # also pre-train each backbone a second time (in parallel, into
@@ -50,15 +51,16 @@ else
   TOY_STREAMS="toy_domain toy_capability toy_dataset"
   CLS_STREAMS="toy_class_incremental toy_domain_incremental toy_mtil"
   # Every registered method of each family (compare_toy.py's and compare_classification.py's),
-  # unless $TOY_METHODS / $CLS_METHODS name fewer (experiments/small_tier_phases.sh).
-  TOY_METHODS=${TOY_METHODS:-"zero_shot finetune lora joint fwd_prompt continual_llava
-    rank_selective_lora moe_lora replay o_lora ewc lwf hide_llava modal_prompt sefe inflora
-    wise_ft"}
-  CLS_METHODS=${CLS_METHODS:-"prompt_fusion rank_selective_lora zscl moe_adapters wise_ft inflora
-    l2p dualprompt coda_prompt moe_lora replay o_lora ewc lwf finetune lora joint zero_shot"}
+  # unless $TOY_METHODS / $CLS_METHODS name fewer (experiments/small_tier_phases.sh). Slowest
+  # first (median run times at 12 jobs, experiments/results/small_tier_h200_s8_timings.md), so
+  # that the longest runs start first and the sweep's end does not wait on a few of them.
+  TOY_METHODS=${TOY_METHODS:-"rank_selective_lora inflora joint hide_llava ewc lwf o_lora moe_lora
+    replay lora continual_llava fwd_prompt finetune modal_prompt sefe wise_ft zero_shot"}
+  CLS_METHODS=${CLS_METHODS:-"rank_selective_lora moe_adapters prompt_fusion inflora moe_lora
+    o_lora ewc lwf replay zscl joint lora wise_ft finetune l2p coda_prompt dualprompt zero_shot"}
   JOBS=${JOBS:-8}
-  zeros=$(printf '0,%.0s' $(seq "$JOBS"))  # every job slot on GPU 0
-  GPU_ARGS=(trainer=gpu "hydra.launcher.gpus=[${zeros%,}]") ABL_STREAM="stream=toy_dataset"
+  gpus() { local zeros; zeros=$(printf '0,%.0s' $(seq "$1")); echo "hydra.launcher.gpus=[${zeros%,}]"; }
+  GPU_ARGS=(trainer=gpu "$(gpus "$JOBS")") ABL_STREAM="stream=toy_dataset"  # every slot on GPU 0
   EXTRA=()
   # 22 jobs share 16 cores: one CPU thread each (the GPU does the work).
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -119,15 +121,20 @@ if [[ -n "${DEADLINE_S:-}" ]]; then  # what is left of the call, less time for t
   BUDGET_S=$(( DEADLINE_S - ($(date +%s) - start) - 45 ))
   (( BUDGET_S > 30 )) || BUDGET_S=30
 fi
-stamp "comparisons and ablations, $JOBS jobs each, stopped after $BUDGET_S s"
+TOY_JOBS=${TOY_JOBS:-$JOBS} CLS_JOBS=${CLS_JOBS:-$JOBS}
+TOY_GPU_ARGS=("${GPU_ARGS[@]}") CLS_GPU_ARGS=("${GPU_ARGS[@]}")
+if (( ${#GPU_ARGS[@]} )); then
+  TOY_GPU_ARGS=(trainer=gpu "$(gpus "$TOY_JOBS")") CLS_GPU_ARGS=(trainer=gpu "$(gpus "$CLS_JOBS")")
+fi
+stamp "comparisons and ablations, $TOY_JOBS + $CLS_JOBS jobs, stopped after $BUDGET_S s"
 # shellcheck disable=SC2086
 sweep compare_toy_small $PY experiments/compare_toy.py --tier small --backbone "$LLAVA" \
-  --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$JOBS" \
-  --out "$WORK/compare_toy_small" "${GPU_ARGS[@]}" &
+  --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$TOY_JOBS" \
+  --out "$WORK/compare_toy_small" "${TOY_GPU_ARGS[@]}" &
 # shellcheck disable=SC2086
 sweep compare_classification_small $PY experiments/compare_classification.py --tier small \
   --backbone "$CLIP" --methods $CLS_METHODS --streams $CLS_STREAMS --seeds $SEEDS \
-  --jobs "$JOBS" --out "$WORK/compare_classification_small" "${GPU_ARGS[@]}" &
+  --jobs "$CLS_JOBS" --out "$WORK/compare_classification_small" "${CLS_GPU_ARGS[@]}" &
 # Ablations (a) and (b) at the small tier, toy_dataset, seed 0: Fwd-Prompt with fewer protected
 # directions / the whole embedding span allowed; CoDyRA's tiny preset (~96 steps, scaled kappa)
 # against the official 500-iteration one (the comparison above runs the latter).

@@ -17,8 +17,9 @@ end=$(( $(date +%s) + DEADLINE_S ))
 # Fwd-Prompt, Continual LLaVA and CoDyRA (instruction), PromptFusion and CoDyRA (classification),
 # with what their claims are stated against: sequential fine-tuning and LoRA; L2P, DualPrompt
 # and CODA-Prompt (PromptFusion); ZSCL (CoDyRA on MTIL). zero_shot is the Transfer reference.
-SEED_TOY="zero_shot finetune lora fwd_prompt continual_llava rank_selective_lora"
-SEED_CLS="zero_shot finetune lora prompt_fusion l2p dualprompt coda_prompt rank_selective_lora zscl"
+# Slowest first, as small_tier_gpu.sh orders its lists.
+SEED_TOY="rank_selective_lora lora continual_llava fwd_prompt finetune zero_shot"
+SEED_CLS="rank_selective_lora prompt_fusion zscl lora finetune l2p coda_prompt dualprompt zero_shot"
 phase() {  # seeds, toy methods, classification methods; then small_tier_gpu.sh's arguments
   local seeds=$1 toy=$2 cls=$3; shift 3
   local left=$(( end - $(date +%s) ))

@@ -124,3 +124,7 @@ def test_comparison_sweeps_run_every_method_of_a_seed_before_the_next_seed(monke
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(swept), None)[0]
     seeds = [next(o for o in job if o.startswith("seed=")) for job in jobs]
     assert seeds == ["seed=0"] * 6 + ["seed=1"] * 6 + ["seed=2"] * 6
+    # Within a seed the methods start in the order listed (small_tier_gpu.sh lists the slowest
+    # first, so that the sweep's end does not wait on them).
+    methods = [next(o for o in job if o.startswith("method=")) for job in jobs[:6]]
+    assert methods == ["method=a"] * 2 + ["method=b"] * 2 + ["method=c"] * 2
