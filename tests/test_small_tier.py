@@ -128,3 +128,34 @@ def test_comparison_sweeps_run_every_method_of_a_seed_before_the_next_seed(monke
     # first, so that the sweep's end does not wait on them).
     methods = [next(o for o in job if o.startswith("method=")) for job in jobs[:6]]
     assert methods == ["method=a"] * 2 + ["method=b"] * 2 + ["method=c"] * 2
+
+
+def test_phases_run_seed_0_of_every_method_first_and_restore_only_once(tmp_path):
+    """experiments/small_tier_phases.sh against a stand-in small_tier_gpu.sh that records what
+    each phase was asked for: every method's seed 0 (the script's own lists: empty method
+    variables), then seeds 0-2 of the seed methods, then of all; RESTORE only in the first."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "small_tier_phases.sh", tmp_path / "experiments")
+    (tmp_path / "experiments" / "small_tier_gpu.sh").write_text(
+        'echo "$SEEDS|$TOY_METHODS|$CLS_METHODS|${RESTORE:-}|$ABLATIONS|$*" >> "$LOG"\n')
+    log = tmp_path / "phases.log"
+    env = {"PATH": "/usr/bin:/bin", "LOG": str(log), "DEADLINE_S": "1000",
+           "RESTORE": "runs.tar.gz"}
+    subprocess.run(["bash", str(tmp_path / "experiments" / "small_tier_phases.sh"), "--dry"],
+                   env=env, check=True, capture_output=True)
+    phases = [line.split("|") for line in log.read_text().splitlines()]
+    assert [p[0] for p in phases] == ["0", "0 1 2", "0 1 2"]
+    assert phases[0][1:3] == ["", ""] and phases[2][1:3] == ["", ""]  # every method
+    assert "fwd_prompt" in phases[1][1] and "prompt_fusion" in phases[1][2]
+    assert "hide_llava" not in phases[1][1] and "moe_adapters" not in phases[1][2]
+    assert [p[3] for p in phases] == ["runs.tar.gz", "", ""]
+    assert all(p[4] == "0" and p[5] == "--dry" for p in phases)
+
+    # Out of time: a phase with under two minutes left is skipped.
+    log.unlink()
+    subprocess.run(["bash", str(tmp_path / "experiments" / "small_tier_phases.sh")],
+                   env={**env, "DEADLINE_S": "100"}, check=True, capture_output=True)
+    assert not log.exists()
