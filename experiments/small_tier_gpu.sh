@@ -38,6 +38,8 @@ PY=${PYTHON:-python}
 # not the checkout, is first on their path).
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
+# The launcher's GPU of each of $1 job slots: all on GPU 0 (the sweeps share one GPU).
+gpus() { local zeros; zeros=$(printf '0,%.0s' $(seq "$1")); echo "hydra.launcher.gpus=[${zeros%,}]"; }
 if [[ "${1:-}" == "--dry" ]]; then
   LLAVA=tiny_llava_micro CLIP=tiny_clip_micro VIT=tiny_vit_micro
   TOY_STREAMS="toy_micro" CLS_STREAMS="toy_class_micro"
@@ -59,8 +61,7 @@ else
   CLS_METHODS=${CLS_METHODS:-"rank_selective_lora moe_adapters prompt_fusion inflora moe_lora
     o_lora ewc lwf replay zscl joint lora wise_ft finetune l2p coda_prompt dualprompt zero_shot"}
   JOBS=${JOBS:-8}
-  gpus() { local zeros; zeros=$(printf '0,%.0s' $(seq "$1")); echo "hydra.launcher.gpus=[${zeros%,}]"; }
-  GPU_ARGS=(trainer=gpu "$(gpus "$JOBS")") ABL_STREAM="stream=toy_dataset"  # every slot on GPU 0
+  GPU_ARGS=(trainer=gpu "$(gpus "$JOBS")") ABL_STREAM="stream=toy_dataset"
   EXTRA=()
   # 22 jobs share 16 cores: one CPU thread each (the GPU does the work).
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -122,30 +123,27 @@ if [[ -n "${DEADLINE_S:-}" ]]; then  # what is left of the call, less time for t
   (( BUDGET_S > 30 )) || BUDGET_S=30
 fi
 TOY_JOBS=${TOY_JOBS:-$JOBS} CLS_JOBS=${CLS_JOBS:-$JOBS}
-TOY_GPU_ARGS=("${GPU_ARGS[@]}") CLS_GPU_ARGS=("${GPU_ARGS[@]}")
-if (( ${#GPU_ARGS[@]} )); then
-  TOY_GPU_ARGS=(trainer=gpu "$(gpus "$TOY_JOBS")") CLS_GPU_ARGS=(trainer=gpu "$(gpus "$CLS_JOBS")")
-fi
 stamp "comparisons and ablations, $TOY_JOBS + $CLS_JOBS jobs, stopped after $BUDGET_S s"
 # shellcheck disable=SC2086
 sweep compare_toy_small $PY experiments/compare_toy.py --tier small --backbone "$LLAVA" \
   --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$TOY_JOBS" \
-  --out "$WORK/compare_toy_small" "${TOY_GPU_ARGS[@]}" &
+  --out "$WORK/compare_toy_small" "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus "$TOY_JOBS")}" &
 # shellcheck disable=SC2086
 sweep compare_classification_small $PY experiments/compare_classification.py --tier small \
   --backbone "$CLIP" --methods $CLS_METHODS --streams $CLS_STREAMS --seeds $SEEDS \
-  --jobs "$CLS_JOBS" --out "$WORK/compare_classification_small" "${CLS_GPU_ARGS[@]}" &
+  --jobs "$CLS_JOBS" --out "$WORK/compare_classification_small" \
+  "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus "$CLS_JOBS")}" &
 # Ablations (a) and (b) at the small tier, toy_dataset, seed 0: Fwd-Prompt with fewer protected
 # directions / the whole embedding span allowed; CoDyRA's tiny preset (~96 steps, scaled kappa)
 # against the official 500-iteration one (the comparison above runs the latter).
 [[ $ABLATIONS == 1 ]] && sweep ablate_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
   experiment=fwd_prompt_tiny method.task_threshold=0.97,0.5 method.pretrained_threshold=0.97,1.0 \
   trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_small" \
-  hydra/launcher=parallel hydra.launcher.n_jobs=4 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0,0,0]}" "${EXTRA[@]}" &
+  hydra/launcher=parallel hydra.launcher.n_jobs=4 "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus 4)}" "${EXTRA[@]}" &
 [[ $ABLATIONS == 1 ]] && sweep ablate_codyra_small $PY -m mcl.run -m "backbone=$LLAVA" "$ABL_STREAM" seed=0 \
   experiment=rank_selective_lora_tiny,rank_selective_lora_small \
   trainer.progress_bar=false logger=none "hydra.sweep.dir=$WORK/ablate_codyra_small" \
-  hydra/launcher=parallel hydra.launcher.n_jobs=2 "${GPU_ARGS[@]/hydra.launcher.gpus=*/hydra.launcher.gpus=[0,0]}" "${EXTRA[@]}" &
+  hydra/launcher=parallel hydra.launcher.n_jobs=2 "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus 2)}" "${EXTRA[@]}" &
 wait
 grep -r --include=run.log "ranks into" "$WORK/ablate_codyra_small" 2>/dev/null > "$OUT/ablate_codyra_merged_ranks.txt"
 { echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo CPU), $(nproc --all) cores"
