@@ -12,6 +12,10 @@
 # and writes to $OUT one row per run (ablation_table.py), the adapters' norms after each task
 # (adapter_norms.py: does the adapter that stops learning grow?), and the most frequent answers
 # on the caption task right after training it.
+# With RULE_SEEDS="0 1 2" it also runs, on those seeds, the width rule the small tier's
+# pre-training uses (lr halved at 4x tiny's width: 1.5e-3) for LoRA and the four methods of the
+# tiny LoRA recipe (lr 3e-3) that missed the caption task on some seed of the tables (EWC,
+# replay, SEFE, InfLoRA): does the rule fix the row on every seed, or only LoRA's seed 0?
 #   OUT=/path DEADLINE_S=500 experiments/lora_drift_gpu.sh
 #   BACKBONE=tiny_llava_micro STREAM=toy_micro ALONE=capability_colour GPU_ARGS= \
 #     experiments/lora_drift_gpu.sh                                       # CPU smoke test
@@ -45,6 +49,19 @@ variant lora_fp32 method=lora trainer.precision=32-true
 variant lora_half_lr method=lora method.lr=1.5e-3
 variant ewc_no_penalty experiment=ewc_tiny method.ewc_lambda=0
 variant ewc experiment=ewc_tiny
+RULE_SEEDS=${RULE_SEEDS:-}
+if [[ -n $RULE_SEEDS ]]; then
+  seeds=${RULE_SEEDS// /,} n=$(( 5 * $(wc -w <<< "$RULE_SEEDS") ))
+  launch=()  # the GPU: every run at once on GPU 0; the CPU: Hydra's one at a time
+  [[ -n $GPU_ARGS ]] && launch=(hydra/launcher=parallel "hydra.launcher.n_jobs=$n"
+                                "hydra.launcher.gpus=[$(printf '0,%.0s' $(seq $((n - 1))))0]")
+  for selection in method=lora experiment=ewc_tiny,replay_tiny,sefe_tiny,inflora_tiny; do
+    # shellcheck disable=SC2086
+    timeout -s INT "$left" $PY -m mcl.run -m "${common[@]/seed=0/seed=$seeds}" "$selection" \
+      method.lr=1.5e-3 $GPU_ARGS "${launch[@]}" "hydra.sweep.dir=$WORK/width_rule" \
+      > "$WORK/width_rule_${selection%%=*}.log" 2>&1 &
+  done
+fi
 wait
 echo "[$(( $(date +%s) - start )) s] runs stopped or done"
 {
@@ -52,6 +69,12 @@ echo "[$(( $(date +%s) - start )) s] runs stopped or done"
   echo
   $PY experiments/ablation_table.py "$WORK/runs"
   echo
+  if [[ -d $WORK/width_rule ]]; then
+    echo "The width rule (lr 1.5e-3), seeds $RULE_SEEDS:"
+    echo
+    $PY experiments/ablation_table.py "$WORK/width_rule"
+    echo
+  fi
   $PY experiments/adapter_norms.py "$WORK"/runs/*
   echo
   echo "Most frequent answers on $ALONE right after training it:"

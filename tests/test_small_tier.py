@@ -87,6 +87,23 @@ def test_ablation_table_names_runs_by_overrides_and_keeps_unfinished_tasks(tmp_p
     assert "| 1/2 |" in row and row.endswith("| 80, - |")  # a task not trained yet: '-'
 
 
+def test_ablation_table_names_the_seed_only_where_runs_differ_in_it(tmp_path, capsys):
+    import ablation_table
+
+    for seed in (0, 1):  # a comparison's tree: two seeds of one method
+        _fake_run(tmp_path / "cmp", f"s{seed}", [f"seed={seed}", "method=lora"], ["t0"],
+                  [[0.0], [0.5]], {})
+    _fake_run(tmp_path / "abl", "a", ["seed=0", "method.lr=1"], ["t0"], [[0.0], [0.5]], {})
+    _fake_run(tmp_path / "abl", "b", ["seed=0", "method.lr=2"], ["t0"], [[0.0], [0.5]], {})
+    rows = {}
+    for tree in ("cmp", "abl"):
+        sys.argv = ["ablation_table.py", str(tmp_path / tree)]
+        ablation_table.main()
+        rows[tree] = [r.split("|")[1].strip() for r in capsys.readouterr().out.splitlines()[2:]]
+    assert rows["cmp"] == ["`seed=0 method=lora`", "`seed=1 method=lora`"]
+    assert rows["abl"] == ["`method.lr=1`", "`method.lr=2`"]  # one seed: not named
+
+
 def test_future_task_predictions_counts_answers_with_trained_labels(tmp_path, capsys):
     import future_task_predictions
 
@@ -159,3 +176,32 @@ def test_phases_run_seed_0_of_every_method_first_and_restore_only_once(tmp_path)
     subprocess.run(["bash", str(tmp_path / "experiments" / "small_tier_phases.sh")],
                    env={**env, "DEADLINE_S": "100"}, check=True, capture_output=True)
     assert not log.exists()
+
+
+def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_path):
+    """experiments/lora_drift_gpu.sh's RULE_SEEDS sweep, on the micro world on the CPU: LoRA and
+    the four methods of the tiny LoRA recipe, each on every seed named, at lr 1.5e-3."""
+    import json
+    import os
+    import subprocess
+
+    import yaml
+
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "BACKBONE": "tiny_llava_micro", "STREAM": "toy_micro", "ALONE": "capability_colour",
+           "GPU_ARGS": "", "RULE_SEEDS": "0 1", "DEADLINE_S": "600", "OMP_NUM_THREADS": "1",
+           "PYTHON": sys.executable}
+    subprocess.run(["bash", str(ROOT / "experiments" / "lora_drift_gpu.sh")], env=env,
+                   check=True, capture_output=True)
+    runs = set()
+    for results in (tmp_path / "work" / "width_rule").rglob("results.json"):
+        overrides = yaml.safe_load((results.parent / ".hydra" / "overrides.yaml").read_text())
+        cfg = yaml.safe_load((results.parent / ".hydra" / "config.yaml").read_text())
+        assert cfg["method"]["lr"] == 1.5e-3 and json.loads(results.read_text())["completed_tasks"]
+        runs.add((next(o for o in overrides if o.startswith(("method=", "experiment="))),
+                  cfg["seed"]))
+    assert runs == {(m, s) for s in (0, 1) for m in (
+        "method=lora", "experiment=ewc_tiny", "experiment=replay_tiny", "experiment=sefe_tiny",
+        "experiment=inflora_tiny")}
+    table = (tmp_path / "out" / "lora_drift.md").read_text()
+    assert "The width rule (lr 1.5e-3), seeds 0 1:" in table
