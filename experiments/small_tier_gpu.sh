@@ -54,8 +54,8 @@ else
   CLS_STREAMS="toy_class_incremental toy_domain_incremental toy_mtil"
   # Every registered method of each family (compare_toy.py's and compare_classification.py's),
   # unless $TOY_METHODS / $CLS_METHODS name fewer (experiments/small_tier_phases.sh). Slowest
-  # first (median run times at 12 jobs, experiments/results/small_tier_h200_s8_timings.md), so
-  # that the longest runs start first and the sweep's end does not wait on a few of them.
+  # first (median run times, experiments/results/small_tier_h200_s9_timings.md), so that the
+  # longest runs start first and the sweep's end does not wait on a few of them.
   TOY_METHODS=${TOY_METHODS:-"rank_selective_lora inflora joint hide_llava ewc lwf o_lora moe_lora
     replay lora continual_llava fwd_prompt finetune modal_prompt sefe wise_ft zero_shot"}
   CLS_METHODS=${CLS_METHODS:-"rank_selective_lora moe_adapters prompt_fusion inflora moe_lora
@@ -63,8 +63,11 @@ else
   JOBS=${JOBS:-8}
   GPU_ARGS=(trainer=gpu "$(gpus "$JOBS")") ABL_STREAM="stream=toy_dataset"
   EXTRA=()
-  # 22 jobs share 16 cores: one CPU thread each (the GPU does the work).
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  # 22 jobs share 16 cores: one CPU thread each (the GPU does the work). A fast tokenizer starts
+  # a Rayon pool of one thread per core in every process (16 here); the toy prompts are a few
+  # words, so the sweep's 24 processes need none of it (experiments/results/small_tier_h200.md,
+  # "The CPU load of the sweep").
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 fi
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }

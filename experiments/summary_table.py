@@ -2,7 +2,7 @@
 column per stream and metric, each cell the mean over that method's finished runs there (in %),
 for the summaries in experiments/results/ (the full report has every metric and its std).
 
-    python experiments/summary_table.py experiments/results/small_tier_h200_s8_runs.json \\
+    python experiments/summary_table.py experiments/results/small_tier_h200_s9_runs.json \\
         --backbone small_llava --metrics last forgetting [--methods a b ...] [--streams x y ...]
 """
 
