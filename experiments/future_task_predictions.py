@@ -5,6 +5,11 @@ method whose fused or trained head takes every image to the classes it has seen 
 incremental bias) from one that answers at random or keeps the zero-shot answer.
 
     python experiments/future_task_predictions.py <run dir> [<run dir> ...]
+    python experiments/future_task_predictions.py --just-trained <run dir> [...]
+
+--just-trained asks the same of the task just trained instead: right after training task i,
+the share of its test samples answered with an older task's label (class-incremental
+cross-task confusion: a task learnt among its own classes, lost among all seen).
 """
 
 from __future__ import annotations
@@ -25,15 +30,21 @@ def labels(recs: list[dict]) -> set[str]:
 
 
 def main() -> None:
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    just_trained = bool(args) and args[0] == "--just-trained"
+    runs = args[1:] if just_trained else args
+    if not runs:
         sys.exit(__doc__)
-    print("| run | after task | on task | answered with a trained task's label | accuracy |")
+    other = "an older task's label" if just_trained else "a trained task's label"
+    print(f"| run | after task | on task | answered with {other} | accuracy |")
     print("|---|---:|---:|---:|---:|")
-    for run in map(Path, sys.argv[1:]):
+    for run in map(Path, runs):
         tasks = json.loads((run / "results.json").read_text())["tasks"]
-        for row in range(1, len(tasks)):
-            trained = set().union(*(labels(records(run, row, t)) for t in range(row)))
-            for task in range(row, len(tasks)):
+        for row in range(2 if just_trained else 1, len(tasks) + just_trained):
+            # the tasks trained before the one(s) scored: rows 1.. are after tasks 0..
+            older = row - 1 if just_trained else row
+            trained = set().union(*(labels(records(run, row, t)) for t in range(older)))
+            for task in ([row - 1] if just_trained else range(row, len(tasks))):
                 recs = records(run, row, task)
                 share = sum(r["prediction"] in trained for r in recs) / len(recs)
                 accuracy = sum(r["score"] for r in recs) / len(recs)

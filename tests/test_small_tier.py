@@ -118,6 +118,26 @@ def test_future_task_predictions_counts_answers_with_trained_labels(tmp_path, ca
     assert rows == ["| pf/seed0 | 0 | 1 | 75% | 25% |"]  # 3 of 4 answered "cat" or "dog"
 
 
+def test_just_trained_predictions_count_answers_with_an_older_tasks_label(tmp_path, capsys):
+    import future_task_predictions
+
+    rec = lambda p, r: {"prediction": p, "references": r, "score": float(p == r)}  # noqa: E731
+    old = [rec("cat", "cat"), rec("dog", "dog")]
+    run = _fake_run(tmp_path, "l2p/seed0", [], ["t0", "t1", "t2"],
+                    [[0.5] * 3, [1, 0, 0], [1, 0.25, 0], [1, 1, 0.5]],
+                    {(2, 0): old, (3, 0): old, (3, 1): [rec("cow", "cow")] * 2,
+                     # right after t1: 3 of 4 of its images answered with t0's classes
+                     (2, 1): [rec("cat", "cow"), rec("dog", "pig"), rec("cat", "cow"),
+                              rec("pig", "pig")],
+                     # right after t2: its own class, t1's and t0's
+                     (3, 2): [rec("ant", "ant"), rec("cow", "ant"), rec("dog", "bee"),
+                              rec("bee", "bee")]})
+    sys.argv = ["future_task_predictions.py", "--just-trained", str(run)]
+    future_task_predictions.main()
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows == ["| l2p/seed0 | 1 | 1 | 75% | 25% |", "| l2p/seed0 | 2 | 2 | 50% | 50% |"]
+
+
 def test_comparison_sweeps_run_every_method_of_a_seed_before_the_next_seed(monkeypatch):
     """A sweep stopped at a deadline (small_tier_gpu.sh) then leaves whole tables of the
     first seeds, not all seeds of the first methods."""
