@@ -10,21 +10,27 @@ import json
 import sys
 from pathlib import Path
 
+from mcl.report.runs import label_variants, load_run
 from mcl.results import is_finished
 
 
 def collect(root: Path) -> list[dict]:
     """One entry per results.json under `root`, sorted by its run directory; `finished` says
     whether the run finished (mcl.results.is_finished): an unfinished run's metrics cover only
-    its first `completed_tasks` tasks."""
+    its first `completed_tasks` tasks. `variant` is the report's: where runs of one method
+    differ in more than the seed, the settings that tell them apart ("" elsewhere)."""
+    paths = sorted(root.rglob("results.json"))
+    loaded = [load_run(path) for path in paths]
+    label_variants(loaded)
     runs = []
-    for path in sorted(root.rglob("results.json")):
+    for path, run in zip(paths, loaded, strict=True):
         r = json.loads(path.read_text())
         runs.append({"run": str(path.parent.relative_to(root)), "backbone": r["backbone"],
                      "stream": r["stream"], "method": r["method"], "seed": r["seed"],
                      "tasks": r["tasks"], "completed_tasks": r.get("completed_tasks"),
                      "finished": is_finished(path.parent), "matrix": r["matrix"],
-                     "metrics": r["metrics"], "git_revision": r.get("git_revision")})
+                     "metrics": r["metrics"], "git_revision": r.get("git_revision"),
+                     "variant": run.variant})
     return runs
 
 

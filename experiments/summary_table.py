@@ -28,9 +28,14 @@ def summary_rows(runs: list[dict], backbone: str, metrics: list[str], methods: l
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
         if run["backbone"] == backbone and finished(run):
-            cells[run["method"], run["stream"]].append(run["metrics"])
+            # Runs of one method with other settings than the seed are rows of their own.
+            label = f"{run['method']} [{run['variant']}]" if run.get("variant") else run["method"]
+            cells[label, run["stream"]].append(run["metrics"])
     streams = streams or sorted({s for _, s in cells})
-    methods = methods or sorted({m for m, _ in cells})
+    labels = sorted({m for m, _ in cells})
+    methods = labels if not methods else [
+        label for m in methods
+        for label in ([x for x in labels if x == m or x.startswith(m + " [")] or [m])]
     header = ["method", "seeds"] + [f"{s.removeprefix('toy_')} {k}" for s in streams
                                     for k in metrics]
     rows = []

@@ -224,3 +224,28 @@ def test_a_metric_stored_under_an_older_definition_is_recomputed(tmp_path: Path)
     run = find_runs([tmp_path])[0]
     assert run.metrics["transfer"] == pytest.approx(0.45)
     assert run.metrics["last"] == 0.123  # same definition: the stored number stays
+
+
+def test_runs_of_one_method_with_other_settings_than_the_seed_are_not_averaged(
+        tmp_path: Path) -> None:
+    """Seeds 0-1 of a method from before a default changed and seed 2 from after it: two rows,
+    each named by the setting that differs, never one mean over three 'seeds'."""
+    root = tmp_path / "multirun"
+    for seed, init, last in ((0, "pytorch_port", 0.2), (1, "pytorch_port", 0.4),
+                             (2, "official", 0.9)):
+        path = write_run(root, "l2p", seed, metrics(last, 0.1, 0.0, None))
+        data = json.loads((path / "results.json").read_text())
+        data["fingerprint"] = {"seed": seed, "method.name": "l2p", "method.prompt_init": init}
+        (path / "results.json").write_text(json.dumps(data))
+    for seed in (0, 1):  # seeds of one configuration: one row
+        path = write_run(root, "lora", seed, metrics(0.5 + seed / 10, 0.1, 0.0, None))
+        data = json.loads((path / "results.json").read_text())
+        data["fingerprint"] = {"seed": seed, "method.name": "lora", "method.r": 8}
+        (path / "results.json").write_text(json.dumps(data))
+    rows = {row.method: row for row in build_rows(find_runs([root]))}
+    assert sorted(rows) == ["l2p [method.prompt_init=official]",
+                            "l2p [method.prompt_init=pytorch_port]", "lora"]
+    assert rows["l2p [method.prompt_init=pytorch_port]"].mean_std("last") == pytest.approx(
+        (0.3, 0.1))
+    assert len(rows["l2p [method.prompt_init=official]"].complete) == 1
+    assert rows["lora"].mean_std("last") == pytest.approx((0.55, 0.05))

@@ -52,6 +52,29 @@ def test_collect_matrices_keeps_every_runs_matrix(tmp_path):
     assert [r["finished"] for r in runs] == [True, False]
 
 
+def test_runs_of_other_settings_than_the_seed_are_variants_in_runs_json_and_the_summary(
+        tmp_path):
+    from summary_table import summary_rows
+
+    for seed, init in ((0, "pytorch_port"), (1, "pytorch_port"), (2, "official")):
+        run_dir = tmp_path / "b" / "s" / "l2p" / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps({
+            "backbone": "b", "stream": "s", "method": "l2p", "seed": seed, "tasks": ["x"],
+            "completed_tasks": 1, "matrix": [[0.0], [0.2 * (seed + 1)]],
+            "metrics": {"last": 0.2 * (seed + 1)},
+            "fingerprint": {"seed": seed, "method.prompt_init": init}}))
+        (run_dir / "matrix.csv").write_text("")
+    out = tmp_path / "runs.json"
+    run("experiments/collect_matrices.py", str(tmp_path / "b"), str(out))
+    runs = json.loads(out.read_text())
+    assert [r["variant"] for r in runs] == ["method.prompt_init=pytorch_port"] * 2 + [
+        "method.prompt_init=official"]
+    _, rows = summary_rows(runs, "b", ["last"], ["l2p"], None)  # the name expands to both
+    assert rows == [["l2p [method.prompt_init=official]", "1", "60.0"],
+                    ["l2p [method.prompt_init=pytorch_port]", "2", "30.0"]]
+
+
 def test_job_shares_split_the_slots_in_proportion_with_one_each_at_least():
     assert job_shares([6, 11], 14) == [5, 9]
     assert job_shares([1, 1], 2) == [1, 1]

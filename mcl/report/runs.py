@@ -36,10 +36,15 @@ class Run:
     matrix: np.ndarray | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
     reason: str = ""
+    # The recorded settings but the seed (results.json's fingerprint); None: not recorded.
+    settings: dict | None = None
+    # Where runs of one method differ in more than the seed: the settings that tell them apart.
+    variant: str = ""
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.backbone, self.stream, self.method)
+        method = f"{self.method} [{self.variant}]" if self.variant else self.method
+        return (self.backbone, self.stream, method)
 
 
 def current_metrics(data: dict, matrix: np.ndarray, completed: int) -> dict:
@@ -67,6 +72,8 @@ def load_run(results: Path) -> Run:
                   stream=str(data.get("stream", UNKNOWN)), method=str(data.get("method", UNKNOWN)),
                   seed=data.get("seed"), tasks=tasks, completed=completed, matrix=matrix,
                   metrics=current_metrics(data, matrix, completed))
+        if isinstance(data.get("fingerprint"), dict):
+            run.settings = {k: v for k, v in data["fingerprint"].items() if k != "seed"}
     except (OSError, ValueError, KeyError, TypeError) as error:
         # A truncated or foreign results.json is a broken run, not a reason to stop the report.
         return Run(path=path, status=FAILED, reason=f"unreadable results.json ({error})")
@@ -123,4 +130,28 @@ def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
                 runs.setdefault(hydra.parent.resolve(), failed_run(hydra.parent))
     if not found:
         raise ReportError(f"no results.json found under {', '.join(str(d) for d in dirs)}")
+    label_variants(list(runs.values()))
     return sorted(runs.values(), key=lambda r: (r.key, str(r.seed), str(r.path)))
+
+
+def label_variants(runs: list[Run], shown: int = 3) -> None:
+    """Give runs of one (backbone, stream, method) that differ in more than the seed (another
+    default since, an override) a `variant` naming the settings that differ, so that the table
+    reports them apart rather than averaging them as seeds of one configuration."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        if run.status != FAILED:
+            groups.setdefault(run.key, []).append(run)
+    for group in groups.values():
+        recorded = [r.settings for r in group if r.settings is not None]
+        keys = sorted({k for s in recorded for k in s
+                       if len({json.dumps(t.get(k), sort_keys=True) for t in recorded}) > 1})
+        if not keys and len(recorded) in (0, len(group)):
+            continue  # one configuration (or none recorded at all): seeds of it
+        for run in group:
+            if run.settings is None:
+                run.variant = "settings not recorded"
+                continue
+            named = [f"{k}={run.settings.get(k, '(unset)')}" for k in keys[:shown]]
+            more = f" +{len(keys) - shown} more" if len(keys) > shown else ""
+            run.variant = ", ".join(named) + more

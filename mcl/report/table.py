@@ -75,6 +75,9 @@ def markdown(rows: list[Row]) -> str:
                      + " | ".join(_cell(row, m) for m in METRICS)
                      + f" | {row.status() or 'ok'} |")
     lines += ["", "Mean ± std (population, over seeds) in %; only finished runs are averaged."]
+    if any(r.variant for row in rows for r in row.runs):
+        lines += ["", "Runs of one method whose settings differ in more than the seed are "
+                  "reported apart, the settings that differ in brackets."]
     problems = [run for row in rows for run in row.problems]
     if problems:
         lines += ["", "Incomplete or failed runs (not averaged):", ""]
