@@ -102,6 +102,12 @@ stamp "pre-training done"
 cat "$OUT/pretrain.md"
 if [[ -n "${RESTORE:-}" ]]; then  # finished runs only; a run that is here already stays
   stamp "$($PY experiments/archive_runs.py --restore "$RESTORE" "$WORK")"
+  # RERUN="l2p dualprompt": methods whose settings changed since the archive. mcl.run would
+  # refuse their restored runs (other settings), so they go, and the sweep runs them again.
+  for m in ${RERUN:-}; do
+    rm -rf "$WORK"/compare_toy_small/*/*/"$m" "$WORK"/compare_classification_small/*/*/"$m"
+    stamp "removed the restored runs of $m (RERUN)"
+  done
 fi
 
 if [[ $ABLATIONS == 1 ]]; then

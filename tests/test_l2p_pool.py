@@ -287,3 +287,23 @@ def test_raw_pixels_hand_the_backbone_the_unnormalised_0_1_pixels_of_the_officia
     s.forward({"pixel_values": normalised, "classes": stream.tasks[0].meta["classes"]})
     assert not torch.allclose(normalised, unit["pixel_values"], atol=1e-2)
     assert torch.allclose(calls[0], unit["pixel_values"], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["l2p", "dualprompt"])
+def test_prompts_and_keys_start_as_the_official_code_or_the_pytorch_port_draws_them(method):
+    """official: Flax's nn.initializers.uniform() in google-research/l2p, U[0, 0.01);
+    pytorch_port: U(-1, 1). Every prompt, prefix and key parameter follows the option."""
+    options = {"l2p": {"pool_size": 6, "prompt_length": 2, "top_k": 3},
+               "dualprompt": {"pool_size": 2, "g_length": 1, "g_layers": [0], "e_length": 2,
+                              "e_layers": [1]}}[method]
+    ranges = {}
+    for init in ("official", "pytorch_port"):
+        s = build_strategy(method, prompt_init=init, **options)
+        s.setup(_micro_vit())
+        values = torch.cat([p.detach().flatten() for p in s.prompts.parameters()])
+        ranges[init] = (values.min().item(), values.max().item())
+    assert 0 <= ranges["official"][0] and ranges["official"][1] < 0.01
+    assert -1 <= ranges["pytorch_port"][0] < -0.5 and 0.5 < ranges["pytorch_port"][1] <= 1
+    assert build_strategy(method, **options).prompt_init == "official"  # the default
+    with pytest.raises(ValueError, match="method.prompt_init must be one of"):
+        build_strategy(method, prompt_init="normal", **options)

@@ -26,6 +26,9 @@ train_continual.py). Departure: prompts are chosen per image, never by the batch
 (`batchwise_prompt`: True in configs/cifar100_dualprompt.py, False in imr_dualprompt.py), so a
 prediction never depends on the rest of its batch. Departure: pixels are normalised by the
 backbone's processor; the code feeds [0, 1] pixels (`norm_01=True`): `raw_pixels: true`.
+Prompts, the G-prefix and keys start as the official code draws them, U[0, 0.01)
+(`prompt_init: official`); `prompt_init: pytorch_port` is the PyTorch port's U(-1, 1), mcl's
+only init before the option.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from torch import nn
 from mcl.strategies.base import register
 from mcl.strategies.prompt_pool import (
     VisionPromptStrategy,
+    check_prompt_init,
     constant_adam,
     cosine_similarity_matrix,
     prefixes_from,
+    prompt_parameter,
     pull_loss,
     select_top_k,
-    uniform_parameter,
 )
 
 
@@ -51,11 +55,11 @@ class DualPrompts(nn.Module):
     """G-prompts (one per G layer), E-prompts (pool x E layers) and the E-prompts' keys."""
 
     def __init__(self, g_layers: int, g_length: int, pool: int, e_layers: int, e_length: int,
-                 hidden: int, key_dim: int) -> None:
+                 hidden: int, key_dim: int, init: str = "official") -> None:
         super().__init__()
-        self.g = uniform_parameter(g_layers, 2 * g_length, hidden)
-        self.e = uniform_parameter(pool, e_layers, 2 * e_length, hidden)
-        self.keys = uniform_parameter(pool, key_dim)
+        self.g = prompt_parameter(init, g_layers, 2 * g_length, hidden)
+        self.e = prompt_parameter(init, pool, e_layers, 2 * e_length, hidden)
+        self.keys = prompt_parameter(init, pool, key_dim)
 
 
 @register("dualprompt")
@@ -64,8 +68,11 @@ class DualPrompt(VisionPromptStrategy):
 
     def __init__(self, *, pool_size: int, g_length: int, g_layers: Sequence[int],
                  e_length: int, e_layers: Sequence[int], pull_coeff: float,
-                 lr_reference_batch: int | None, **kwargs) -> None:
+                 lr_reference_batch: int | None, prompt_init: str = "official",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        check_prompt_init(prompt_init)
+        self.prompt_init = prompt_init
         if lr_reference_batch is not None and lr_reference_batch <= 0:
             raise ValueError("method.lr_reference_batch must be a positive batch size or null, "
                              f"got {lr_reference_batch}")
@@ -87,7 +94,7 @@ class DualPrompt(VisionPromptStrategy):
                              "method.g_layers / method.e_layers")
         return DualPrompts(len(self.g_layers), self.g_length, self.pool_size,
                            len(self.e_layers), self.e_length, backbone.hidden_size,
-                           backbone.feature_dim)
+                           backbone.feature_dim, self.prompt_init)
 
     def before_task(self, task, index: int) -> None:
         if index >= self.pool_size:

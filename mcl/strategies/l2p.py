@@ -13,6 +13,9 @@ L_p tokens), Adam at a constant rate with no warm-up, the configured rate being 
 batch of 256, scaled to the global batch (`lr_reference_batch: 256`; null: lr as it is). The
 class-incremental training mask (`train_mask=True`) is the backbones' training label space.
 
+Prompts and keys start as the official code draws them, U[0, 0.01) (`prompt_init: official`);
+`prompt_init: pytorch_port` is the PyTorch port's U(-1, 1), mcl's only init before the option.
+
 Departures from the official code (each changes results):
 - the classifier reads the backbone's pooled CLS feature; the code's `vit_classifier="prompt"`
   averages the outputs at the prompt positions. Not an option yet: the backbone's
@@ -31,20 +34,22 @@ from torch import nn
 from mcl.strategies.base import register
 from mcl.strategies.prompt_pool import (
     VisionPromptStrategy,
+    check_prompt_init,
     constant_adam,
+    prompt_parameter,
     pull_loss,
     select_top_k,
-    uniform_parameter,
 )
 
 
 class PromptPool(nn.Module):
     """M prompts of L tokens (width H) and their keys in the query space (width D)."""
 
-    def __init__(self, size: int, length: int, hidden: int, key_dim: int) -> None:
+    def __init__(self, size: int, length: int, hidden: int, key_dim: int,
+                 init: str = "official") -> None:
         super().__init__()
-        self.prompts = uniform_parameter(size, length, hidden)
-        self.keys = uniform_parameter(size, key_dim)
+        self.prompts = prompt_parameter(init, size, length, hidden)
+        self.keys = prompt_parameter(init, size, key_dim)
 
 
 @register("l2p")
@@ -52,8 +57,11 @@ class L2P(VisionPromptStrategy):
     """Instance-wise prompt selection from a shared pool, prompts at the input."""
 
     def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
-                 lr_reference_batch: int | None, **kwargs) -> None:
+                 lr_reference_batch: int | None, prompt_init: str = "official",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        check_prompt_init(prompt_init)
+        self.prompt_init = prompt_init
         if lr_reference_batch is not None and lr_reference_batch <= 0:
             raise ValueError("method.lr_reference_batch must be a positive batch size or null, "
                              f"got {lr_reference_batch}")
@@ -67,7 +75,7 @@ class L2P(VisionPromptStrategy):
 
     def build(self, backbone) -> PromptPool:
         return PromptPool(self.pool_size, self.prompt_length, backbone.hidden_size,
-                          backbone.feature_dim)
+                          backbone.feature_dim, self.prompt_init)
 
     def prompted_features(self, pixel_values: torch.Tensor, query: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -144,6 +144,28 @@ def uniform_parameter(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape).uniform_(-1, 1))
 
 
+# L2P's and DualPrompt's prompt and key initialisations: `official` is the authors' code
+# (google-research/l2p models/prompt.py and vit.py: Flax's `nn.initializers.uniform()`, whose
+# default scale draws from U[0, 0.01), for the prompt pool, the G-prefix and the keys, as the
+# configs' initializer / prompt_key_init "uniform" select); `pytorch_port` is JH-LEE-KR's
+# l2p-pytorch / dualprompt-pytorch, U(-1, 1): mcl's only init before.
+PROMPT_INITS = ("official", "pytorch_port")
+
+
+def prompt_parameter(init: str, *shape: int) -> nn.Parameter:
+    """A prompt or key parameter drawn as `init` (one of PROMPT_INITS) says."""
+    if init == "official":
+        return nn.Parameter(torch.empty(*shape).uniform_(0, 0.01))
+    return uniform_parameter(*shape)
+
+
+def check_prompt_init(init: str) -> None:
+    if init not in PROMPT_INITS:
+        raise ValueError(f"method.prompt_init must be one of {PROMPT_INITS} (official: the "
+                         "authors' code, U[0, 0.01); pytorch_port: U(-1, 1)), got "
+                         f"{init!r}")
+
+
 @dataclass
 class PromptedOutput(ClassifierOutput):
     """The classifier output plus the method's own loss term (pull / orthogonality), already
