@@ -55,7 +55,7 @@ class DualPrompts(nn.Module):
     """G-prompts (one per G layer), E-prompts (pool x E layers) and the E-prompts' keys."""
 
     def __init__(self, g_layers: int, g_length: int, pool: int, e_layers: int, e_length: int,
-                 hidden: int, key_dim: int, init: str = "official") -> None:
+                 hidden: int, key_dim: int, init: str) -> None:
         super().__init__()
         self.g = prompt_parameter(init, g_layers, 2 * g_length, hidden)
         self.e = prompt_parameter(init, pool, e_layers, 2 * e_length, hidden)
@@ -68,8 +68,7 @@ class DualPrompt(VisionPromptStrategy):
 
     def __init__(self, *, pool_size: int, g_length: int, g_layers: Sequence[int],
                  e_length: int, e_layers: Sequence[int], pull_coeff: float,
-                 lr_reference_batch: int | None, prompt_init: str = "official",
-                 **kwargs) -> None:
+                 lr_reference_batch: int | None, prompt_init: str, **kwargs) -> None:
         super().__init__(**kwargs)
         check_prompt_init(prompt_init)
         self.prompt_init = prompt_init

@@ -45,8 +45,7 @@ from mcl.strategies.prompt_pool import (
 class PromptPool(nn.Module):
     """M prompts of L tokens (width H) and their keys in the query space (width D)."""
 
-    def __init__(self, size: int, length: int, hidden: int, key_dim: int,
-                 init: str = "official") -> None:
+    def __init__(self, size: int, length: int, hidden: int, key_dim: int, init: str) -> None:
         super().__init__()
         self.prompts = prompt_parameter(init, size, length, hidden)
         self.keys = prompt_parameter(init, size, key_dim)
@@ -57,8 +56,7 @@ class L2P(VisionPromptStrategy):
     """Instance-wise prompt selection from a shared pool, prompts at the input."""
 
     def __init__(self, *, pool_size: int, prompt_length: int, top_k: int, pull_coeff: float,
-                 lr_reference_batch: int | None, prompt_init: str = "official",
-                 **kwargs) -> None:
+                 lr_reference_batch: int | None, prompt_init: str, **kwargs) -> None:
         super().__init__(**kwargs)
         check_prompt_init(prompt_init)
         self.prompt_init = prompt_init
