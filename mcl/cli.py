@@ -193,8 +193,24 @@ def suggestions(argv: list[str], conf_dir: Path) -> list[str]:
                 first = rest.split(".")[0]
                 if first not in node:
                     notes.append(f"{key}: {head} {chosen[head]!r} has no key {first!r}."
-                                 f"{did_you_mean(first, sorted(node), head + '.')}")
+                                 f"{did_you_mean(first, sorted(node), head + '.')}"
+                                 f"{_swept_hint(argv, head, arg)}")
     return notes
+
+
+def _swept_hint(argv: list[str], head: str, arg: str) -> str:
+    """Where `head` (or `experiment`, which chooses it) is swept, Hydra checks every fixed
+    override against the default config before the sweep: a key only the swept choices have
+    passes as a one-value sweep, which is checked per job."""
+    swept = [a.split("=", 1)[0].lstrip("+~") for a in argv
+             if (parsed := _override_choices(a)) and parsed[0] in (head, "experiment")
+             and len(parsed[1]) > 1]
+    if not swept:
+        return ""
+    key, value = arg.split("=", 1)
+    return (f" With {swept[0]}= swept, Hydra checks fixed overrides against the default "
+            f"{head} first: if the swept choices have the key, give it as a one-value sweep, "
+            f"{key}=choice({value}).")
 
 
 def _with_defaults(path: Path) -> set[str]:

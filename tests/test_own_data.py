@@ -142,3 +142,13 @@ def test_a_typo_suggests_the_closest_name(tmp_path, override, expected):
     result = _cli("stream=toy_micro", *RUN, override, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert expected in result.stderr, result.stderr[-2000:]
+
+
+def test_a_key_of_swept_methods_only_gets_the_one_value_sweep_hint(tmp_path):
+    """`-m experiment=a,b method.x=v`: Hydra checks method.x against the default method first;
+    the message says how to pass it (a one-value sweep, checked per job)."""
+    result = _cli("-m", "experiment=l2p_tiny,dualprompt_tiny", "backbone=tiny_clip_micro",
+                  "stream=toy_class_micro", "method.prompt_init=pytorch_port",
+                  f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "method.prompt_init=choice(pytorch_port)" in result.stderr, result.stderr[-2000:]
