@@ -10,15 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from mcl.report.runs import label_variants, load_run
-from mcl.results import is_finished
+from mcl.report.runs import COMPLETE, label_variants, load_run
 
 
 def collect(root: Path) -> list[dict]:
     """One entry per results.json under `root`, sorted by its run directory; `finished` says
-    whether the run finished (mcl.results.is_finished): an unfinished run's metrics cover only
-    its first `completed_tasks` tasks. `variant` is the report's: where runs of one method
-    differ in more than the seed, the settings that tell them apart ("" elsewhere)."""
+    whether the run finished (the report's status, by mcl.results.is_finished): an unfinished
+    run's metrics cover only its first `completed_tasks` tasks. `variant` is the report's:
+    where runs of one method differ in more than the seed, the settings that tell them apart
+    ("" elsewhere)."""
     paths = sorted(root.rglob("results.json"))
     loaded = [load_run(path) for path in paths]
     label_variants(loaded)
@@ -28,7 +28,7 @@ def collect(root: Path) -> list[dict]:
         runs.append({"run": str(path.parent.relative_to(root)), "backbone": r["backbone"],
                      "stream": r["stream"], "method": r["method"], "seed": r["seed"],
                      "tasks": r["tasks"], "completed_tasks": r.get("completed_tasks"),
-                     "finished": is_finished(path.parent), "matrix": r["matrix"],
+                     "finished": run.status == COMPLETE, "matrix": r["matrix"],
                      "metrics": r["metrics"], "git_revision": r.get("git_revision"),
                      "variant": run.variant})
     return runs
