@@ -17,6 +17,7 @@
 # tiny LoRA recipe (lr 3e-3) that missed the caption task on some seed of the tables (EWC,
 # replay, SEFE, InfLoRA): does the rule fix the row on every seed, or only LoRA's seed 0?
 #   OUT=/path DEADLINE_S=500 experiments/lora_drift_gpu.sh
+#   VARIANTS=0 RULE_SEEDS="0 1 2" ...   # the width rule alone (the six variants ran before)
 #   BACKBONE=tiny_llava_micro STREAM=toy_micro ALONE=capability_colour GPU_ARGS= \
 #     experiments/lora_drift_gpu.sh                                       # CPU smoke test
 set -uo pipefail
@@ -43,12 +44,14 @@ variant() {  # name, overrides...
   timeout -s INT "$left" $PY -m mcl.run "${common[@]}" "$@" $GPU_ARGS \
     "hydra.run.dir=$WORK/runs/$name" > "$WORK/$name.log" 2>&1 &
 }
+if [[ ${VARIANTS:-1} == 1 ]]; then
 variant lora method=lora
 variant lora_alone method=lora "stream.tasks=[$ALONE]"
 variant lora_fp32 method=lora trainer.precision=32-true
 variant lora_half_lr method=lora method.lr=1.5e-3
 variant ewc_no_penalty experiment=ewc_tiny method.ewc_lambda=0
 variant ewc experiment=ewc_tiny
+fi
 RULE_SEEDS=${RULE_SEEDS:-}
 if [[ -n $RULE_SEEDS ]]; then
   seeds=${RULE_SEEDS// /,} n=$(( 5 * $(wc -w <<< "$RULE_SEEDS") ))
@@ -67,19 +70,25 @@ echo "[$(( $(date +%s) - start )) s] runs stopped or done"
 {
   echo "# Sequential LoRA's last task on $STREAM ($BACKBONE, seed 0)"
   echo
-  $PY experiments/ablation_table.py "$WORK/runs"
-  echo
+  [[ ${VARIANTS:-1} == 1 ]] && { $PY experiments/ablation_table.py "$WORK/runs"; echo; }
   if [[ -d $WORK/width_rule ]]; then
     echo "The width rule (lr 1.5e-3), seeds $RULE_SEEDS:"
     echo
     $PY experiments/ablation_table.py "$WORK/width_rule"
     echo
   fi
-  $PY experiments/adapter_norms.py "$WORK"/runs/*
-  echo
+  # The answers of every run; the adapters' norms of the six variants' (LoRA's and EWC's).
+  # (a sweep's run folders sit at backbone/stream/method/overrides under its folder)
+  mapfile -t runs < <(find "$WORK/width_rule" -name results.json -printf '%h\n' 2>/dev/null | sort)
+  if [[ ${VARIANTS:-1} == 1 ]]; then
+    runs=("$WORK"/runs/* "${runs[@]}")
+    $PY experiments/adapter_norms.py "$WORK"/runs/*
+    echo
+  fi
   echo "Most frequent answers on $ALONE right after training it:"
   echo
-  for run in "$WORK"/runs/*; do
+  for run in "${runs[@]}"; do
+    [[ -f $run/results.json ]] || continue
     $PY - "$run" "$ALONE" <<'EOF'
 import collections, gzip, json, sys
 from pathlib import Path

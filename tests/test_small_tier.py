@@ -200,7 +200,8 @@ def test_phases_run_seed_0_of_every_method_first_and_restore_only_once(tmp_path)
 
 def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_path):
     """experiments/lora_drift_gpu.sh's RULE_SEEDS sweep, on the micro world on the CPU: LoRA and
-    the four methods of the tiny LoRA recipe, each on every seed named, at lr 1.5e-3."""
+    the four methods of the tiny LoRA recipe, each on every seed named, at lr 1.5e-3; with
+    VARIANTS=0 none of the six seed-0 variants runs again."""
     import json
     import os
     import subprocess
@@ -209,7 +210,8 @@ def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_pat
 
     env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
            "BACKBONE": "tiny_llava_micro", "STREAM": "toy_micro", "ALONE": "capability_colour",
-           "GPU_ARGS": "", "RULE_SEEDS": "0 1", "DEADLINE_S": "600", "OMP_NUM_THREADS": "1",
+           "GPU_ARGS": "", "RULE_SEEDS": "0 1", "VARIANTS": "0", "DEADLINE_S": "600",
+           "OMP_NUM_THREADS": "1",
            "PYTHON": sys.executable}
     subprocess.run(["bash", str(ROOT / "experiments" / "lora_drift_gpu.sh")], env=env,
                    check=True, capture_output=True)
@@ -225,3 +227,5 @@ def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_pat
         "experiment=inflora_tiny")}
     table = (tmp_path / "out" / "lora_drift.md").read_text()
     assert "The width rule (lr 1.5e-3), seeds 0 1:" in table
+    assert not list((tmp_path / "work" / "runs").iterdir())  # no variant ran
+    assert "Most frequent answers" in table and "- " in table.split("Most frequent answers")[1]
