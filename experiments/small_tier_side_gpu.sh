@@ -8,12 +8,12 @@
 #                      seed 0, scored task-agnostic and task-aware, 3 and 28 epochs (one row per
 #                      run), and for each task-agnostic run the share of each just-trained
 #                      task's images given an older task's class (future_task_predictions.py)
-#   (RULE_SEEDS=none: no width rule)
 #   ddas_small.md      MoE-Adapters' DDAS errors and routes on small_clip, toy_mtil
 #                      (calibrate_ddas.py): does the tiny preset's threshold send the small
 #                      tier's test images to zero-shot CLIP?
 #
 #   OUT=/path WAIT_FOR=/tmp/st/log.txt DEADLINE_S=1100 setsid experiments/small_tier_side_gpu.sh
+#   RULE_SEEDS=none ...       # without the width rule
 #   CLIP=tiny_clip_micro CLS_STREAM=toy_class_micro MTIL_STREAM=toy_class_micro \
 #     BACKBONE=tiny_llava_micro STREAM=toy_micro ALONE=capability_colour GPU_ARGS= EPOCHS=1 \
 #     RULE_SEEDS=0 experiments/small_tier_side_gpu.sh                 # CPU smoke test
@@ -40,11 +40,11 @@ if [[ -n ${WAIT_FOR:-} ]]; then
 fi
 left() { echo $(( DEADLINE_S - ($(date +%s) - start) )); }
 
-[[ $RULE_SEEDS != none ]] && OUT=$OUT WORK=$WORK/lora_drift GPU_ARGS=$GPU_ARGS VARIANTS=0 RULE_SEEDS=$RULE_SEEDS DEADLINE_S=$(left) \
-  bash experiments/lora_drift_gpu.sh > "$WORK/lora_drift.log" 2>&1 \
-  && mv "$OUT/lora_drift.md" "$OUT/width_rule.md" &
+[[ $RULE_SEEDS != none ]] && OUT=$OUT WORK=$WORK/lora_drift GPU_ARGS=$GPU_ARGS VARIANTS=0 \
+  RULE_SEEDS=$RULE_SEEDS DEADLINE_S=$(left) bash experiments/lora_drift_gpu.sh \
+  > "$WORK/lora_drift.log" 2>&1 && mv "$OUT/lora_drift.md" "$OUT/width_rule.md" &
 
-n=$(( 6 * $(tr ',' ' ' <<< "$EPOCHS" | wc -w) ))
+n=$(( 6 * $(tr ',' ' ' <<< "$EPOCHS" | wc -w) ))  # 3 methods x 2 scorings x the epochs
 launch=()  # the GPU: every run at once on GPU 0; the CPU: Hydra's one at a time
 [[ -n $GPU_ARGS ]] && launch=(hydra/launcher=parallel "hydra.launcher.n_jobs=$n"
                               "hydra.launcher.gpus=[$(printf '0,%.0s' $(seq $((n - 1))))0]")
