@@ -15,6 +15,9 @@
 #                                                           # micro streams, a few methods
 #   CHECK_DETERMINISM=1 ...   # also pre-train each backbone a second time (in parallel, into
 #                             # $WORK/second_cache) and compare the weights' digests
+#   ONLY_MISSING=1 RESTORE=runs.tar.gz ...  # sweep only the methods x seeds that still have
+#                             # a run to do (experiments/missing_runs.py): a finished run costs
+#                             # its process much of a run's setup before it is found finished
 #   RESTORE=runs.tar.gz ...   # first unpack an earlier machine's finished runs into $WORK: those
 #                             # whose weights this machine's pre-training reproduced (the same
 #                             # digest: deterministic kernels) count as done; the rest are left out
@@ -110,16 +113,33 @@ if [[ -n "${RESTORE:-}" ]]; then  # finished runs only; a run that is here alrea
   done
 fi
 
+TOY_SEEDS=$SEEDS CLS_SEEDS=$SEEDS
+if [[ ${ONLY_MISSING:-0} == 1 ]]; then  # sweep only the methods x seeds with a run left to do
+  left_to_run() {  # sweep folder, backbone, methods, streams -> "methods: ..." / "seeds: ..."
+    # shellcheck disable=SC2086
+    $PY experiments/missing_runs.py "$WORK/$1" --backbone "$2" --methods $3 --streams $4 \
+      --seeds $SEEDS 2>> "$WORK/missing_runs.log"
+  }
+  toy=$(left_to_run compare_toy_small "$LLAVA" "$TOY_METHODS" "$TOY_STREAMS")
+  cls=$(left_to_run compare_classification_small "$CLIP" "$CLS_METHODS" "$CLS_STREAMS")
+  TOY_METHODS=$(sed -n 's/^methods: *//p' <<< "$toy") TOY_SEEDS=$(sed -n 's/^seeds: *//p' <<< "$toy")
+  CLS_METHODS=$(sed -n 's/^methods: *//p' <<< "$cls") CLS_SEEDS=$(sed -n 's/^seeds: *//p' <<< "$cls")
+  stamp "left to run: instruction ${TOY_METHODS:-none} (seeds ${TOY_SEEDS:-none}); classification ${CLS_METHODS:-none} (seeds ${CLS_SEEDS:-none})"
+fi
+
 if [[ $ABLATIONS == 1 ]]; then
   stamp "Fwd-Prompt subspaces on the pre-trained $LLAVA"
   $PY experiments/ablate_fwd_prompt.py "backbone=$LLAVA" "$ABL_STREAM" > "$OUT/ablate_fwd_prompt_subspaces.md" 2>"$WORK/ablate_fwd_prompt.log"
   cat "$OUT/ablate_fwd_prompt_subspaces.md"
 fi
 
-sweep() {  # name, command...: run under the time budget, then write its report
+sweep() {  # name, command...: run under the time budget, then write its report (with no
+  # command, the report alone: ONLY_MISSING=1 and nothing of that family left to run)
   local name=$1; shift
-  timeout -s INT "$BUDGET_S" "$@" > "$WORK/$name.log" 2>&1
-  stamp "$name: exit $? (124: stopped at the budget)"
+  if (( $# )); then
+    timeout -s INT "$BUDGET_S" "$@" > "$WORK/$name.log" 2>&1
+    stamp "$name: exit $? (124: stopped at the budget)"
+  fi
   if [[ $name == ablate_* ]]; then  # one row per run: the variants are not seeds
     $PY experiments/ablation_table.py "$WORK/$name" > "$OUT/$name.md"
   else
@@ -133,15 +153,19 @@ if [[ -n "${DEADLINE_S:-}" ]]; then  # what is left of the call, less time for t
 fi
 TOY_JOBS=${TOY_JOBS:-$JOBS} CLS_JOBS=${CLS_JOBS:-$JOBS}
 stamp "comparisons and ablations, $TOY_JOBS + $CLS_JOBS jobs, stopped after $BUDGET_S s"
-# shellcheck disable=SC2086
-sweep compare_toy_small $PY experiments/compare_toy.py --tier small --backbone "$LLAVA" \
-  --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $SEEDS --jobs "$TOY_JOBS" \
-  --out "$WORK/compare_toy_small" "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus "$TOY_JOBS")}" &
-# shellcheck disable=SC2086
-sweep compare_classification_small $PY experiments/compare_classification.py --tier small \
-  --backbone "$CLIP" --methods $CLS_METHODS --streams $CLS_STREAMS --seeds $SEEDS \
-  --jobs "$CLS_JOBS" --out "$WORK/compare_classification_small" \
-  "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus "$CLS_JOBS")}" &
+toy_sweep=() cls_sweep=()
+# shellcheck disable=SC2206
+[[ -n $TOY_METHODS ]] && toy_sweep=($PY experiments/compare_toy.py --tier small
+  --backbone "$LLAVA" --methods $TOY_METHODS --streams $TOY_STREAMS --seeds $TOY_SEEDS
+  --jobs "$TOY_JOBS" --out "$WORK/compare_toy_small"
+  "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus "$TOY_JOBS")}")
+# shellcheck disable=SC2206
+[[ -n $CLS_METHODS ]] && cls_sweep=($PY experiments/compare_classification.py --tier small
+  --backbone "$CLIP" --methods $CLS_METHODS --streams $CLS_STREAMS --seeds $CLS_SEEDS
+  --jobs "$CLS_JOBS" --out "$WORK/compare_classification_small"
+  "${GPU_ARGS[@]/hydra.launcher.gpus=*/$(gpus "$CLS_JOBS")}")
+sweep compare_toy_small "${toy_sweep[@]}" &
+sweep compare_classification_small "${cls_sweep[@]}" &
 # Ablations (a) and (b) at the small tier, toy_dataset, seed 0: Fwd-Prompt with fewer protected
 # directions / the whole embedding span allowed; CoDyRA's tiny preset (~96 steps, scaled kappa)
 # against the official 500-iteration one (the comparison above runs the latter).

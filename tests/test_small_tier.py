@@ -229,3 +229,40 @@ def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_pat
     assert "The width rule (lr 1.5e-3), seeds 0 1:" in table
     assert not list((tmp_path / "work" / "runs").iterdir())  # no variant ran
     assert "Most frequent answers" in table and "- " in table.split("Most frequent answers")[1]
+
+
+def _run_dir(root: Path, name: str, method: str, stream: str, seed: int, backbone: str = "b",
+             finished: bool = True) -> None:
+    """A run folder as mcl.loop leaves it: results.json, and matrix.csv once finished."""
+    import json
+
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "method": method, "stream": stream, "seed": seed, "backbone": backbone,
+        "tasks": ["t0", "t1"], "completed_tasks": 2 if finished else 1}))
+    if finished:
+        (run / "matrix.csv").write_text("after,t0,t1\n")
+
+
+def test_missing_runs_names_unfinished_and_absent_runs_by_their_results(tmp_path):
+    """ONLY_MISSING=1's helper: a run counts as done only when finished, on the grid's backbone,
+    whatever its folder is called; the sweep then covers the missing methods x seeds."""
+    from missing_runs import missing_runs, to_sweep
+
+    _run_dir(tmp_path, "x/a/0", "a", "s1", 0)
+    _run_dir(tmp_path, "x/a/1", "a", "s1", 1)
+    _run_dir(tmp_path, "x/a/2", "a", "s2", 0)
+    _run_dir(tmp_path, "y/unrelated_name", "a", "s2", 1)  # found by what it records
+    _run_dir(tmp_path, "x/b/0", "b", "s1", 0, finished=False)  # stopped mid-stream
+    _run_dir(tmp_path, "x/b/1", "b", "s1", 1, backbone="other")  # another backbone's
+    _run_dir(tmp_path, "x/b/2", "b", "s2", 0)
+    _run_dir(tmp_path, "x/b/3", "b", "s2", 1)
+    missing = missing_runs(tmp_path, "b", ["a", "b", "c"], ["s1", "s2"], [0, 1])
+    assert missing == [("b", "s1", 0), ("b", "s1", 1), ("c", "s1", 0), ("c", "s1", 1),
+                       ("c", "s2", 0), ("c", "s2", 1)]
+    assert to_sweep(missing) == (["b", "c"], [0, 1])
+    only_a = missing_runs(tmp_path, "b", ["a"], ["s1", "s2"], [0, 1, 2])
+    assert to_sweep(only_a) == (["a"], [2])
+    assert missing_runs(tmp_path / "absent", "b", ["a"], ["s1"], [0]) == [("a", "s1", 0)]
+    assert to_sweep([]) == ([], [])
