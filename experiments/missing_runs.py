@@ -9,7 +9,9 @@ run on stderr. Why: a sweep started again over the whole grid starts a process f
 and a finished run costs that process its imports, its stream, its backbone and the method's
 setup before the loop finds it finished; on the small tier's last call, 300 of 315 runs were
 finished and the sweep got 2 more done in 478 s (experiments/results/small_tier_h200.md).
-small_tier_gpu.sh's ONLY_MISSING=1 sweeps just the methods x seeds printed here.
+small_tier_gpu.sh's ONLY_MISSING=1 sweeps just the methods x seeds printed here. (Within one
+sweep, `hydra/sweeper=mcl_rerun` re-runs its unfinished jobs from its multirun.yaml; this works
+from the runs' results alone, e.g. an archive restored on another machine, archive_runs.py.)
 """
 
 from __future__ import annotations

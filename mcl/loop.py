@@ -9,7 +9,6 @@ a step checkpoint (mcl.checkpointing.StopOnSignal). It knows nothing about any o
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -190,12 +189,8 @@ def _run_stream(strategy: ContinualStrategy, stream: Stream, run_dir: Path, cfg:
     if state is not None:
         done, R, timings = state["completed_tasks"], state["matrix"], state["timings"]
         initial = state["initial"]
-        if results_io.is_finished(run_dir):
-            # Finished (finalize wrote matrix.csv last): its results as they are, the revision
-            # and environment that produced them included; no checkpoint needed (a run tree
-            # restored from its results alone, e.g. experiments/small_tier_gpu.sh's RESTORE).
-            print(f"{run_dir} is finished: its results are kept as they are")
-            return json.loads((run_dir / "results.json").read_text())
+        if results_io.is_finished(run_dir):  # finalize wrote matrix.csv last
+            return results_io.kept_results(run_dir, names)
         if done:
             last = results_io.checkpoint_path(run_dir, done - 1)
             strategy.load_checkpoint_state(torch.load(last, weights_only=False)["strategy"])

@@ -240,6 +240,22 @@ def is_finished(run_dir: str | Path) -> bool:
     return data.get("completed_tasks") == len(data.get("tasks") or [None])
 
 
+def kept_results(run_dir: str | Path, names: list[str]) -> dict:
+    """A finished run's results as they are, the revision and environment that produced them
+    included (mcl keeps a finished run; it needs no checkpoint: a tree restored from its
+    results alone, e.g. experiments/small_tier_gpu.sh's RESTORE, counts as done). Refused if
+    they are of other tasks than `names`."""
+    load_progress(run_dir, names)
+    print(f"{run_dir} is finished: its results are kept as they are")
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def recorded_weights(run_dir: str | Path) -> dict | None:
+    """The cached pre-trained weights a run in `run_dir` recorded (check_backbone_weights);
+    None for a model mcl does not cache (a Hub id or a directory, which the config names)."""
+    return json.loads((Path(run_dir) / "results.json").read_text()).get("backbone_weights")
+
+
 def row_label(i: int, names: list[str]) -> str:
     """Name of row i of the matrix: before any training, or after task i."""
     return "zero-shot" if i == 0 else names[i - 1]

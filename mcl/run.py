@@ -97,18 +97,17 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     """Run one backbone x method x stream; every check happens before any long work."""
     import lightning as L
 
-    from mcl.backbones.tiny_llava import cached_weights
     from mcl.compatibility import backbone_spec, check_run
-    from mcl.data.vocabulary import check_vocabulary
     from mcl.distributed import init_from_env, is_main
     from mcl.eval_policy import EvalConfig
     from mcl.io import write_text
-    from mcl.loop import LoopConfig, run_stream
+    from mcl.loop import LoopConfig
     from mcl.results import (
-        check_backbone_weights,
         check_fingerprint,
-        environment,
         fingerprint,
+        is_finished,
+        kept_results,
+        recorded_weights,
         summary_table,
     )
 
@@ -130,6 +129,35 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if is_main():
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
+    finished = cfg.resume and is_finished(run_dir)
+    if finished and recorded_weights(run_dir) is None:
+        # A finished run on a model mcl does not cache (a Hub id or a directory, named by the
+        # config the fingerprint covers): kept without loading the model, which for a 7B
+        # backbone is most of what a sweep started again spends on each of its finished runs.
+        results = kept_results(run_dir, stream.task_names)
+    else:
+        results = _run_or_keep(cfg, run_dir, strategy, stream, loop_cfg, loggers, settings,
+                               evaluation, finished)
+    if is_main():
+        from mcl.loggers import log_final
+
+        log_final(loggers, results, run_dir / "matrix.png")
+        print(summary_table(results))
+        print(f"outputs in {run_dir}")
+    return results
+
+
+def _run_or_keep(cfg: DictConfig, run_dir: Path, strategy: ContinualStrategy, stream: Stream,
+                 loop_cfg, loggers: list, settings: dict, evaluation, finished: bool) -> dict:
+    """Load the backbone and check its weights and vocabulary; then keep the run if it is
+    `finished` (cached weights, the same digest), else set the method up and run the stream."""
+    import lightning as L
+
+    from mcl.backbones.tiny_llava import cached_weights
+    from mcl.data.vocabulary import check_vocabulary
+    from mcl.loop import run_stream
+    from mcl.results import check_backbone_weights, environment, kept_results
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # a new head, if any
     backbone = build(cfg.backbone, _convert_="all")
     # Which pre-trained weights, where the config alone does not say (mcl's cached toy models).
@@ -138,6 +166,8 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if cfg.resume:
         check_backbone_weights(run_dir, weights)
     check_vocabulary(backbone, cfg.backbone.name, stream, cfg.get("max_unknown_words"))
+    if finished:  # on the weights it recorded: nothing to set up or run
+        return kept_results(run_dir, stream.task_names)
     # Again: a tiny backbone pre-trained on the first run (not loaded from the cache) has drawn
     # random numbers, and the method's initial state must not depend on that.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -156,16 +186,9 @@ def run(cfg: DictConfig, run_dir: str | Path, loggers: list | None = None) -> di
     if fallbacks:  # the benchmark's own score needs what mcl lacks (an external judge)
         meta["fallback_scorers"] = fallbacks
         print(f"tasks scored by a fallback, not their benchmark's own scorer: {fallbacks}")
-    results = run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
-                         resume=cfg.resume, meta=meta, predictions=cfg.predictions,
-                         evaluation=evaluation)
-    if is_main():
-        from mcl.loggers import log_final
-
-        log_final(loggers, results, run_dir / "matrix.png")
-        print(summary_table(results))
-        print(f"outputs in {run_dir}")
-    return results
+    return run_stream(strategy, stream, run_dir, loop_cfg, seed=cfg.seed, loggers=loggers,
+                      resume=cfg.resume, meta=meta, predictions=cfg.predictions,
+                      evaluation=evaluation)
 
 
 def _config_dir() -> str:

@@ -331,3 +331,42 @@ def test_pretraining_runs_with_deterministic_kernels_and_restores_the_flags(tmp_
     assert seen == {"deterministic": True, "cudnn": True}
     assert (torch.are_deterministic_algorithms_enabled(),
             torch.backends.cudnn.deterministic) == before
+
+
+def test_a_finished_run_on_an_uncached_model_is_kept_without_loading_it(tmp_path, monkeypatch):
+    """A sweep started again restarts each finished run: on a model mcl does not cache (a Hub
+    id or a directory: results.json records no weights digest) the run is kept before the
+    model loads, a 7B backbone's minute saved per run. Other tasks than it recorded are still
+    refused, and a cached toy backbone's digest is still checked (the test above)."""
+    from mcl.results import RunDirectoryMismatch
+
+    first = run(compose_config(MICRO), tmp_path)
+    stored = json.loads((tmp_path / "results.json").read_text())
+    stored["backbone_weights"] = None  # as a Hub model's run records it
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    before = (tmp_path / "results.json").read_bytes()
+
+    import mcl.run
+
+    built = mcl.run.build
+
+    def no_loading(node, **kwargs):
+        if node is not None and str(node.get("_target_", "")).endswith("LlavaBackbone.load"):
+            raise AssertionError("the backbone was loaded for a finished run")
+        return built(node, **kwargs)
+
+    monkeypatch.setattr(mcl.run, "build", no_loading)
+    again = run(compose_config(MICRO), tmp_path)
+    assert again["matrix"] == first["matrix"] and again["backbone_weights"] is None
+    assert (tmp_path / "results.json").read_bytes() == before
+
+    stored["tasks"] = ["another", "stream"]
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    with pytest.raises(RunDirectoryMismatch, match="other tasks"):
+        run(compose_config(MICRO), tmp_path)
+
+    (tmp_path / "matrix.csv").unlink()  # killed before finalize: not finished, so it loads
+    stored["tasks"] = first["tasks"]
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    with pytest.raises(AssertionError, match="loaded for a finished run"):
+        run(compose_config(MICRO), tmp_path)
