@@ -6,9 +6,10 @@ under a sweep tree, and the methods and seeds that a sweep needs to cover them.
 
 prints `methods: ...` and `seeds: ...` (both empty when nothing is missing), and each missing
 run on stderr. Why: a sweep started again over the whole grid starts a process for every run,
-and a finished run costs that process its imports, its stream, its backbone and the method's
-setup before the loop finds it finished; on the small tier's last call, 300 of 315 runs were
-finished and the sweep got 2 more done in 478 s (experiments/results/small_tier_h200.md).
+and a finished run costs that process its imports, its stream and (a cached toy backbone, whose
+weights it checks) its backbone before mcl.run finds it finished; on the small tier's last call,
+300 of 315 runs were finished and the sweep got 2 more done in 478 s (then each finished run
+also set its method up; experiments/results/small_tier_h200.md).
 small_tier_gpu.sh's ONLY_MISSING=1 sweeps just the methods x seeds printed here. (Within one
 sweep, `hydra/sweeper=mcl_rerun` re-runs its unfinished jobs from its multirun.yaml; this works
 from the runs' results alone, e.g. an archive restored on another machine, archive_runs.py.)
@@ -29,7 +30,7 @@ def missing_runs(root: Path, backbone: str, methods: list[str], streams: list[st
     """(method, stream, seed) of the grid with no finished run under `root`, in grid order.
     A run is identified by what its results.json records, not by its folder's name."""
     done = set()
-    for run in finished_runs(root) if root.is_dir() else []:
+    for run in finished_runs(root):  # none under a folder that does not exist
         data = json.loads((run / "results.json").read_text())
         if data.get("backbone") == backbone:
             done.add((data.get("method"), data.get("stream"), data.get("seed")))

@@ -17,7 +17,7 @@
 #                             # $WORK/second_cache) and compare the weights' digests
 #   ONLY_MISSING=1 RESTORE=runs.tar.gz ...  # sweep only the methods x seeds that still have
 #                             # a run to do (experiments/missing_runs.py): a finished run costs
-#                             # its process much of a run's setup before it is found finished
+#                             # a process, its imports, stream and backbone before it is kept
 #   RESTORE=runs.tar.gz ...   # first unpack an earlier machine's finished runs into $WORK: those
 #                             # whose weights this machine's pre-training reproduced (the same
 #                             # digest: deterministic kernels) count as done; the rest are left out

@@ -211,15 +211,20 @@ def save_progress(run_dir: Path, names: list[str], R: np.ndarray, completed: int
     return data
 
 
+def check_tasks(run_dir: str | Path, data: dict, names: list[str]) -> None:
+    """Refuse results (`data`, read from `run_dir`) of other tasks than the stream's `names`."""
+    if data.get("tasks") != names:
+        raise RunDirectoryMismatch(f"{run_dir} holds a run of other tasks ({data.get('tasks')}); "
+                                   "use another output directory or resume=false to start over")
+
+
 def load_progress(run_dir: Path, names: list[str]) -> dict | None:
     """The finished part of an earlier run in `run_dir`, or None if there is none."""
     path = Path(run_dir) / "results.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    if data.get("tasks") != names:
-        raise RunDirectoryMismatch(f"{run_dir} holds a run of other tasks ({data.get('tasks')}); "
-                                   "use another output directory or resume=false to start over")
+    check_tasks(run_dir, data, names)
     timings = Path(run_dir) / "timings.json"
     initial = data.get("initial")
     return {"completed_tasks": data["completed_tasks"],
@@ -245,9 +250,10 @@ def kept_results(run_dir: str | Path, names: list[str]) -> dict:
     included (mcl keeps a finished run; it needs no checkpoint: a tree restored from its
     results alone, e.g. experiments/small_tier_gpu.sh's RESTORE, counts as done). Refused if
     they are of other tasks than `names`."""
-    load_progress(run_dir, names)
+    data = json.loads((Path(run_dir) / "results.json").read_text())
+    check_tasks(run_dir, data, names)
     print(f"{run_dir} is finished: its results are kept as they are")
-    return json.loads((Path(run_dir) / "results.json").read_text())
+    return data
 
 
 def recorded_weights(run_dir: str | Path) -> dict | None:

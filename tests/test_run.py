@@ -336,8 +336,9 @@ def test_pretraining_runs_with_deterministic_kernels_and_restores_the_flags(tmp_
 def test_a_finished_run_on_an_uncached_model_is_kept_without_loading_it(tmp_path, monkeypatch):
     """A sweep started again restarts each finished run: on a model mcl does not cache (a Hub
     id or a directory: results.json records no weights digest) the run is kept before the
-    model loads, a 7B backbone's minute saved per run. Other tasks than it recorded are still
-    refused, and a cached toy backbone's digest is still checked (the test above)."""
+    model loads (for a 7B backbone, the bulk of a finished run's restart). Other tasks than it
+    recorded are still refused, and a cached toy backbone's digest is still checked (the test
+    above)."""
     from mcl.results import RunDirectoryMismatch
 
     first = run(compose_config(MICRO), tmp_path)
