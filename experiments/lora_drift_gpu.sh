@@ -16,8 +16,21 @@
 # pre-training uses (lr halved at 4x tiny's width: 1.5e-3) for LoRA and the four methods of the
 # tiny LoRA recipe (lr 3e-3) that missed the caption task on some seed of the tables (EWC,
 # replay, SEFE, InfLoRA): does the rule fix the row on every seed, or only LoRA's seed 0?
+# RULE_SETS names other methods for the rule, "selection:halved lr" each (a selection is one
+# Hydra sweep, e.g. experiment=lwf_tiny,o_lora_tiny: their tiny lr 3e-3, so 1.5e-3): does the
+# rule harm the methods that learnt the caption task without it?
+# SUBJECT=codyra runs CoDyRA's variants instead (its small preset, rank_selective_lora_small,
+# misses the caption task on all 3 seeds of the tables: 12 / 2 / 18 right after training it):
+#   codyra            the tables' run (official-length preset: 496 steps per task, lr 5e-4)
+#   codyra_alone      the caption task alone: can this recipe learn it from the pre-trained LM?
+#   codyra_fp32       is it bf16?
+#   codyra_dense      max_kappa 0: no sparsification, so no rank is pruned (merged LoRA + cosine)
+#   codyra_soft       the paper's soft threshold instead of the official masks
+#   codyra_lr_3x      lr 1.5e-3, the LoRA recipe's width-rule lr: too little training?
+#   codyra_tiny       the tiny preset (~96 steps per task at lr 3e-3)
 #   OUT=/path DEADLINE_S=500 experiments/lora_drift_gpu.sh
 #   VARIANTS=0 RULE_SEEDS="0 1 2" ...   # the width rule alone (the six variants ran before)
+#   RULE_SETS="experiment=lwf_tiny,o_lora_tiny:1.5e-3 method=finetune:5e-4" VARIANTS=0 ...
 #   BACKBONE=tiny_llava_micro STREAM=toy_micro ALONE=capability_colour GPU_ARGS= \
 #     experiments/lora_drift_gpu.sh                                       # CPU smoke test
 set -uo pipefail
@@ -44,7 +57,19 @@ variant() {  # name, overrides...
   timeout -s INT "$left" $PY -m mcl.run "${common[@]}" "$@" $GPU_ARGS \
     "hydra.run.dir=$WORK/runs/$name" > "$WORK/$name.log" 2>&1 &
 }
-if [[ ${VARIANTS:-1} == 1 ]]; then
+SUBJECT=${SUBJECT:-lora}
+[[ $SUBJECT == lora || $SUBJECT == codyra ]] || { echo "SUBJECT must be lora or codyra" >&2; exit 2; }
+if [[ ${VARIANTS:-1} == 1 && $SUBJECT == codyra ]]; then
+c=experiment=${CODYRA_PRESET:-rank_selective_lora_small}
+variant codyra "$c"
+variant codyra_alone "$c" "stream.tasks=[$ALONE]"
+variant codyra_fp32 "$c" trainer.precision=32-true
+variant codyra_dense "$c" method.max_kappa=0
+variant codyra_soft "$c" method.proximal=soft
+variant codyra_lr_3x "$c" method.lr=1.5e-3
+variant codyra_tiny experiment=rank_selective_lora_tiny
+fi
+if [[ ${VARIANTS:-1} == 1 && $SUBJECT == lora ]]; then
 variant lora method=lora
 variant lora_alone method=lora "stream.tasks=[$ALONE]"
 variant lora_fp32 method=lora trainer.precision=32-true
@@ -53,26 +78,29 @@ variant ewc_no_penalty experiment=ewc_tiny method.ewc_lambda=0
 variant ewc experiment=ewc_tiny
 fi
 RULE_SEEDS=${RULE_SEEDS:-}
+RULE_SETS=${RULE_SETS:-"method=lora:1.5e-3 experiment=ewc_tiny,replay_tiny,sefe_tiny,inflora_tiny:1.5e-3"}
 if [[ -n $RULE_SEEDS ]]; then
-  seeds=${RULE_SEEDS// /,} n=$(( 5 * $(wc -w <<< "$RULE_SEEDS") ))
-  launch=()  # the GPU: every run at once on GPU 0; the CPU: Hydra's one at a time
-  [[ -n $GPU_ARGS ]] && launch=(hydra/launcher=parallel "hydra.launcher.n_jobs=$n"
-                                "hydra.launcher.gpus=[$(printf '0,%.0s' $(seq $((n - 1))))0]")
-  for selection in method=lora experiment=ewc_tiny,replay_tiny,sefe_tiny,inflora_tiny; do
+  seeds=${RULE_SEEDS// /,}
+  for set in $RULE_SETS; do
+    selection=${set%:*} lr=${set##*:}
+    choices=${selection#*=} n=$(( $(tr ',' ' ' <<< "$choices" | wc -w) * $(wc -w <<< "$RULE_SEEDS") ))
+    launch=()  # the GPU: every run of the selection at once on GPU 0; the CPU: one at a time
+    [[ -n $GPU_ARGS ]] && launch=(hydra/launcher=parallel "hydra.launcher.n_jobs=$n"
+                                  "hydra.launcher.gpus=[$(printf '0,%.0s' $(seq $((n - 1))))0]")
     # shellcheck disable=SC2086
     timeout -s INT "$left" $PY -m mcl.run -m "${common[@]/seed=0/seed=$seeds}" "$selection" \
-      method.lr=1.5e-3 $GPU_ARGS "${launch[@]}" "hydra.sweep.dir=$WORK/width_rule" \
-      > "$WORK/width_rule_${selection%%=*}.log" 2>&1 &
+      "method.lr=$lr" $GPU_ARGS "${launch[@]}" "hydra.sweep.dir=$WORK/width_rule" \
+      > "$WORK/width_rule_$(tr -c 'a-z0-9_\n' _ <<< "$selection").log" 2>&1 &
   done
 fi
 wait
 echo "[$(( $(date +%s) - start )) s] runs stopped or done"
 {
-  echo "# Sequential LoRA's last task on $STREAM ($BACKBONE, seed 0)"
+  echo "# Sequential $SUBJECT's last task on $STREAM ($BACKBONE, seed 0)"
   echo
   [[ ${VARIANTS:-1} == 1 ]] && { $PY experiments/ablation_table.py "$WORK/runs"; echo; }
   if [[ -d $WORK/width_rule ]]; then
-    echo "The width rule (lr 1.5e-3), seeds $RULE_SEEDS:"
+    echo "The width rule (each method's tiny lr halved: $RULE_SETS), seeds $RULE_SEEDS:"
     echo
     $PY experiments/ablation_table.py "$WORK/width_rule"
     echo
@@ -82,8 +110,8 @@ echo "[$(( $(date +%s) - start )) s] runs stopped or done"
   mapfile -t runs < <(find "$WORK/width_rule" -name results.json -printf '%h\n' 2>/dev/null | sort)
   if [[ ${VARIANTS:-1} == 1 ]]; then
     runs=("$WORK"/runs/* "${runs[@]}")
-    $PY experiments/adapter_norms.py "$WORK"/runs/*
-    echo
+    # (peft's LoRA pairs: CoDyRA merges its adapter into the weights after every task)
+    [[ $SUBJECT == lora ]] && { $PY experiments/adapter_norms.py "$WORK"/runs/*; echo; }
   fi
   echo "Most frequent answers on $ALONE right after training it:"
   echo
@@ -98,10 +126,19 @@ if task in names:
     j = names.index(task)
     path = run / "predictions" / f"row{j + 1:03d}_task{j:03d}.jsonl.gz"
     if path.exists():
-        answers = [json.loads(line)["prediction"] for line in gzip.open(path, "rt")]
+        records = [json.loads(line) for line in gzip.open(path, "rt")]
+        answers = [r["prediction"] for r in records]
         top = collections.Counter(answers).most_common(3)
+        # Which word of the answer is wrong (the caption: colour, shape, "at the", position):
+        # the share of samples whose word i equals the reference's word i.
+        pairs = [(r["prediction"].split(), r["references"].split()) for r in records
+                 if isinstance(r["references"], str)]
+        width = max((len(ref) for _, ref in pairs), default=0)
+        slots = [sum(i < len(p) and i < len(ref) and p[i] == ref[i] for p, ref in pairs)
+                 / len(pairs) for i in range(width)]
         print(f"- {run.name}: " + "; ".join(f"{a!r} x{n}" for a, n in top)
-              + f" (of {len(answers)})")
+              + f" (of {len(answers)}); word i right: "
+              + " ".join(f"{100 * s:.0f}" for s in slots))
 EOF
   done
 } | tee "$OUT/lora_drift.md"

@@ -198,10 +198,11 @@ def test_phases_run_seed_0_of_every_method_first_and_restore_only_once(tmp_path)
     assert not log.exists()
 
 
-def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_path):
-    """experiments/lora_drift_gpu.sh's RULE_SEEDS sweep, on the micro world on the CPU: LoRA and
-    the four methods of the tiny LoRA recipe, each on every seed named, at lr 1.5e-3; with
-    VARIANTS=0 none of the six seed-0 variants runs again."""
+def test_lora_drift_width_rule_runs_every_method_and_seed_at_its_sets_lr(tmp_path):
+    """experiments/lora_drift_gpu.sh's RULE_SEEDS sweep, on the micro world on the CPU: every
+    method of every RULE_SETS selection, on every seed named, at its own set's lr (two sets, two
+    lrs: a method must not get the other set's); with VARIANTS=0 none of the six seed-0
+    variants runs again."""
     import json
     import os
     import subprocess
@@ -211,6 +212,7 @@ def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_pat
     env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
            "BACKBONE": "tiny_llava_micro", "STREAM": "toy_micro", "ALONE": "capability_colour",
            "GPU_ARGS": "", "RULE_SEEDS": "0 1", "VARIANTS": "0", "DEADLINE_S": "600",
+           "RULE_SETS": "method=lora:1.5e-3 experiment=ewc_tiny,replay_tiny:7e-4",
            "OMP_NUM_THREADS": "1",
            "PYTHON": sys.executable}
     subprocess.run(["bash", str(ROOT / "experiments" / "lora_drift_gpu.sh")], env=env,
@@ -219,16 +221,59 @@ def test_lora_drift_width_rule_runs_every_method_and_seed_at_half_the_lr(tmp_pat
     for results in (tmp_path / "work" / "width_rule").rglob("results.json"):
         overrides = yaml.safe_load((results.parent / ".hydra" / "overrides.yaml").read_text())
         cfg = yaml.safe_load((results.parent / ".hydra" / "config.yaml").read_text())
-        assert cfg["method"]["lr"] == 1.5e-3 and json.loads(results.read_text())["completed_tasks"]
+        assert json.loads(results.read_text())["completed_tasks"]
         runs.add((next(o for o in overrides if o.startswith(("method=", "experiment="))),
-                  cfg["seed"]))
-    assert runs == {(m, s) for s in (0, 1) for m in (
-        "method=lora", "experiment=ewc_tiny", "experiment=replay_tiny", "experiment=sefe_tiny",
-        "experiment=inflora_tiny")}
+                  cfg["seed"], cfg["method"]["lr"]))
+    assert runs == {(m, s, lr) for s in (0, 1) for m, lr in (
+        ("method=lora", 1.5e-3), ("experiment=ewc_tiny", 7e-4), ("experiment=replay_tiny", 7e-4))}
     table = (tmp_path / "out" / "lora_drift.md").read_text()
-    assert "The width rule (lr 1.5e-3), seeds 0 1:" in table
+    assert ("The width rule (each method's tiny lr halved: method=lora:1.5e-3 "
+            "experiment=ewc_tiny,replay_tiny:7e-4), seeds 0 1:") in table
     assert not list((tmp_path / "work" / "runs").iterdir())  # no variant ran
     assert "Most frequent answers" in table and "- " in table.split("Most frequent answers")[1]
+
+
+def test_lora_drift_codyra_subject_runs_its_variants_and_scores_each_answer_word(tmp_path):
+    """SUBJECT=codyra: the seven CoDyRA variants, each with its own overrides (the caption task
+    alone, no sparsification, the soft threshold, 3x the lr, fp32, the tiny preset), no LoRA
+    adapter norms (CoDyRA merges its adapter), and for every run the share of answers whose
+    word i is the reference's word i, checked here against the run's prediction file."""
+    import gzip
+    import json
+    import os
+    import re
+    import subprocess
+
+    import yaml
+
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "BACKBONE": "tiny_llava_micro", "STREAM": "toy_micro", "ALONE": "capability_colour",
+           "GPU_ARGS": "", "SUBJECT": "codyra", "DEADLINE_S": "600", "OMP_NUM_THREADS": "1",
+           "PYTHON": sys.executable}
+    subprocess.run(["bash", str(ROOT / "experiments" / "lora_drift_gpu.sh")], env=env,
+                   check=True, capture_output=True)
+    runs = tmp_path / "work" / "runs"
+    cfg = {d.name: yaml.safe_load((d / "config.yaml").read_text()) for d in runs.iterdir()}
+    assert set(cfg) == {"codyra", "codyra_alone", "codyra_fp32", "codyra_dense", "codyra_soft",
+                        "codyra_lr_3x", "codyra_tiny"}
+    assert all(c["method"]["name"] == "rank_selective_lora" for c in cfg.values())
+    assert cfg["codyra"]["method"]["lr"] == 5e-4 and cfg["codyra"]["method"]["epochs"] == 16
+    assert cfg["codyra_dense"]["method"]["max_kappa"] == 0
+    assert cfg["codyra_soft"]["method"]["proximal"] == "soft"
+    assert cfg["codyra_lr_3x"]["method"]["lr"] == 1.5e-3
+    assert cfg["codyra_fp32"]["trainer"]["precision"] == "32-true"
+    assert cfg["codyra_tiny"]["method"]["lr"] == 3e-3
+    assert json.loads((runs / "codyra_alone" / "results.json").read_text())["tasks"] == [
+        "capability_colour"]
+    table = (tmp_path / "out" / "lora_drift.md").read_text()
+    assert table.startswith("# Sequential codyra's last task on toy_micro")
+    assert "‖A‖" not in table  # adapter_norms.py reads peft's LoRA pairs only
+    lines = dict(re.findall(r"^- (\w+): .*word i right: ([\d ]+)$", table, re.M))
+    assert set(lines) == set(cfg)
+    records = [json.loads(line) for line in gzip.open(
+        runs / "codyra_alone" / "predictions" / "row001_task000.jsonl.gz", "rt")]
+    right = sum(r["prediction"].split()[:1] == r["references"].split()[:1] for r in records)
+    assert lines["codyra_alone"].split() == [f"{100 * right / len(records):.0f}"]
 
 
 def _run_dir(root: Path, name: str, method: str, stream: str, seed: int, backbone: str = "b",
