@@ -9,7 +9,9 @@ run on stderr. Why: a sweep started again over the whole grid starts a process f
 and a finished run costs that process its imports, its stream and (a cached toy backbone, whose
 weights it checks) its backbone before mcl.run finds it finished; on the small tier's last call,
 300 of 315 runs were finished and the sweep got 2 more done in 478 s (then each finished run
-also set its method up; experiments/results/small_tier_h200.md).
+also set its method up; experiments/results/small_tier_h200.md). With ONLY_MISSING=1 the next
+call swept the 18 jobs this printed (3 of them finished) and got all 15 missing runs done
+within 570 s of sweeping.
 small_tier_gpu.sh's ONLY_MISSING=1 sweeps just the methods x seeds printed here. (Within one
 sweep, `hydra/sweeper=mcl_rerun` re-runs its unfinished jobs from its multirun.yaml; this works
 from the runs' results alone, e.g. an archive restored on another machine, archive_runs.py.)
