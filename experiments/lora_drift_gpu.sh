@@ -42,6 +42,8 @@ BACKBONE=${BACKBONE:-small_llava}
 STREAM=${STREAM:-toy_dataset}
 ALONE=${ALONE:-dataset_caption}  # the stream's last task, trained alone
 PY=${PYTHON:-python}
+SUBJECT=${SUBJECT:-lora}
+[[ $SUBJECT == lora || $SUBJECT == codyra ]] || { echo "SUBJECT must be lora or codyra, got '$SUBJECT'" >&2; exit 2; }
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 GPU_ARGS=${GPU_ARGS-trainer=gpu}
 mkdir -p "$OUT" "$WORK/runs"
@@ -57,25 +59,25 @@ variant() {  # name, overrides...
   timeout -s INT "$left" $PY -m mcl.run "${common[@]}" "$@" $GPU_ARGS \
     "hydra.run.dir=$WORK/runs/$name" > "$WORK/$name.log" 2>&1 &
 }
-SUBJECT=${SUBJECT:-lora}
-[[ $SUBJECT == lora || $SUBJECT == codyra ]] || { echo "SUBJECT must be lora or codyra" >&2; exit 2; }
-if [[ ${VARIANTS:-1} == 1 && $SUBJECT == codyra ]]; then
-c=experiment=${CODYRA_PRESET:-rank_selective_lora_small}
-variant codyra "$c"
-variant codyra_alone "$c" "stream.tasks=[$ALONE]"
-variant codyra_fp32 "$c" trainer.precision=32-true
-variant codyra_dense "$c" method.max_kappa=0
-variant codyra_soft "$c" method.proximal=soft
-variant codyra_lr_3x "$c" method.lr=1.5e-3
-variant codyra_tiny experiment=rank_selective_lora_tiny
-fi
-if [[ ${VARIANTS:-1} == 1 && $SUBJECT == lora ]]; then
-variant lora method=lora
-variant lora_alone method=lora "stream.tasks=[$ALONE]"
-variant lora_fp32 method=lora trainer.precision=32-true
-variant lora_half_lr method=lora method.lr=1.5e-3
-variant ewc_no_penalty experiment=ewc_tiny method.ewc_lambda=0
-variant ewc experiment=ewc_tiny
+if [[ ${VARIANTS:-1} == 1 ]]; then
+  case $SUBJECT in
+  codyra)
+    c=experiment=rank_selective_lora_small
+    variant codyra "$c"
+    variant codyra_alone "$c" "stream.tasks=[$ALONE]"
+    variant codyra_fp32 "$c" trainer.precision=32-true
+    variant codyra_dense "$c" method.max_kappa=0
+    variant codyra_soft "$c" method.proximal=soft
+    variant codyra_lr_3x "$c" method.lr=1.5e-3
+    variant codyra_tiny experiment=rank_selective_lora_tiny ;;
+  lora)
+    variant lora method=lora
+    variant lora_alone method=lora "stream.tasks=[$ALONE]"
+    variant lora_fp32 method=lora trainer.precision=32-true
+    variant lora_half_lr method=lora method.lr=1.5e-3
+    variant ewc_no_penalty experiment=ewc_tiny method.ewc_lambda=0
+    variant ewc experiment=ewc_tiny ;;
+  esac
 fi
 RULE_SEEDS=${RULE_SEEDS:-}
 RULE_SETS=${RULE_SETS:-"method=lora:1.5e-3 experiment=ewc_tiny,replay_tiny,sefe_tiny,inflora_tiny:1.5e-3"}
